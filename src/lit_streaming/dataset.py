@@ -1,0 +1,155 @@
+"""StreamingDataset: random access (``ds[i]``) and iteration over an optimized dataset.
+
+The order of iteration is not decided here: ``lit_streaming.sampling`` computes it from integers and seeds.
+This class only asks "who am I?" (rank, worker, epoch, resume point) when iteration starts, and reads.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from lit_streaming import distributed, sampling
+from lit_streaming.chunks import OpenChunks
+from lit_streaming.format.units import parse_size
+from lit_streaming.item_loaders import ItemLoader, loader_for
+from lit_streaming.storage import open_source
+
+# Layout of the shared control block the loader writes before each epoch (read by persistent workers too).
+_VALID, _EPOCH, _START, _BATCH, _WORLD, _RANK, _WORKERS = range(7)
+
+
+class StreamingDataset(IterableDataset):
+    """Streams samples from an optimized dataset folder or URL.
+
+    Args:
+        input_dir: dataset folder (or URL) holding ``index.json`` and the chunk files.
+        item_loader: ``TokensLoader(block_size)`` for token datasets; the default reads any pytree sample.
+        shuffle: a new order every epoch from (seed, epoch), mixed across ``shuffle_window`` chunks.
+        drop_last: ``True`` drops fewer than world_size x batch_size samples so every rank yields only full
+            batches; ``False`` pads ranks with fewer than world_size repeats. ``None`` means ``True`` when
+            running distributed and ``False`` otherwise (LitData's default).
+        subsample: fraction of the dataset to use (> 1 repeats samples), fixed by ``seed``.
+        transform: applied to every sample returned by ``ds[i]`` and by iteration.
+        allow_pickle: read ``pickle`` leaves. Unpickling runs code, so it is off unless you trust the data.
+        shuffle_window: how many chunks are mixed together when shuffling (more mixing, more open chunks).
+    """
+
+    def __init__(
+        self,
+        input_dir: str | os.PathLike,
+        cache_dir: str | None = None,
+        item_loader: ItemLoader | None = None,
+        shuffle: bool = False,
+        drop_last: bool | None = None,
+        seed: int = 42,
+        max_cache_size: int | str = "100GB",
+        subsample: float = 1.0,
+        storage_options: dict[str, Any] | None = None,
+        transform: Callable[[Any], Any] | None = None,
+        allow_pickle: bool = False,
+        shuffle_window: int = sampling.DEFAULT_SHUFFLE_WINDOW,
+    ) -> None:
+        if not isinstance(shuffle_window, int) or shuffle_window < 1:
+            raise ValueError(f"`shuffle_window` must be a positive int (chunks), got {shuffle_window!r}")
+        self.input_dir = os.fspath(input_dir)
+        self.cache_dir = cache_dir
+        self.shuffle = bool(shuffle)
+        self.drop_last = drop_last
+        self.seed = int(seed)
+        self.max_cache_size = parse_size(max_cache_size, "max_cache_size")
+        self.subsample = float(subsample)
+        self.storage_options = storage_options
+        self.transform = transform
+        self.allow_pickle = allow_pickle
+        self.shuffle_window = shuffle_window
+
+        self._source = open_source(self.input_dir, cache_dir, storage_options, self.max_cache_size)
+        self._index = self._source.read_index()
+        self.item_loader = loader_for(self._index, item_loader, self._source.url)
+        self.item_loader.setup(self._index, self._source.url, allow_pickle)
+        self.chunk_lengths = np.array([self.item_loader.chunk_length(c) for c in self._index.chunks], np.int64)
+        self._chunk_offsets = np.concatenate([[0], np.cumsum(self.chunk_lengths)])
+        self.num_samples = int(self._chunk_offsets[-1])
+        self._ids = sampling.subsample_ids(self.chunk_lengths, self.subsample, self.seed)
+        self._chunks = OpenChunks(self._source, self._index, capacity=shuffle_window + 4)
+        self._epoch = 0
+        self._resume_chain: tuple[tuple[int, int], ...] = ()
+        self._control: torch.Tensor | None = None
+        self._control_pid = -1
+
+    # ---- random access -------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        """Samples in one epoch of the whole dataset (after ``subsample``)."""
+        return len(self._ids)
+
+    def __getitem__(self, index: int) -> Any:
+        """Sample ``index`` of the stored dataset (0 <= index < num_samples), transformed."""
+        sample = self.read_sample(int(index))
+        return self.transform(sample) if self.transform is not None else sample
+
+    def read_sample(self, index: int) -> Any:
+        if not 0 <= index < self.num_samples:
+            raise IndexError(f"Index {index} out of range for dataset {self.input_dir} of {self.num_samples} samples")
+        k = int(np.searchsorted(self._chunk_offsets, index, side="right")) - 1
+        view = self._chunks.get(k)
+        return self.item_loader.load(view, index - int(self._chunk_offsets[k]))
+
+    # ---- iteration -----------------------------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch = int(epoch)
+
+    def resolved_drop_last(self, world_size: int) -> bool:
+        return self.drop_last if self.drop_last is not None else world_size > 1
+
+    def rank_sequence(self, epoch: int, world_size: int, rank: int, batch_size: int) -> np.ndarray:
+        """Every sample id this rank yields in ``epoch``, in order (a pure function of the settings)."""
+        return sampling.rank_sequence(
+            self.chunk_lengths,
+            seed=self.seed,
+            epoch=epoch,
+            shuffle=self.shuffle,
+            drop_last=self.resolved_drop_last(world_size),
+            world_size=world_size,
+            rank=rank,
+            batch_size=batch_size,
+            subsample=self.subsample,
+            shuffle_window=self.shuffle_window,
+            resume_chain=self._resume_chain,
+        )
+
+    def configure_iteration(
+        self, epoch: int, start: int, batch_size: int, world_size: int, rank: int, num_workers: int
+    ) -> None:
+        """Set by StreamingDataLoader before each epoch; shared with (persistent) worker processes."""
+        if self._control is None or self._control_pid != os.getpid():
+            self._control = torch.zeros(8, dtype=torch.int64).share_memory_()
+            self._control_pid = os.getpid()
+        self._control[:7] = torch.tensor([1, epoch, start, batch_size, world_size, rank, num_workers])
+
+    def _iteration_context(self) -> tuple[int, int, int, int, int, int, int]:
+        info = get_worker_info()
+        worker_id, info_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        if self._control is not None and int(self._control[_VALID]) == 1:
+            c = self._control.tolist()
+            return c[_EPOCH], c[_START], c[_BATCH], c[_WORLD], c[_RANK], max(1, c[_WORKERS]), worker_id
+        rank, world_size = distributed.world()
+        return self._epoch, 0, 1, world_size, rank, info_workers, worker_id
+
+    def __iter__(self) -> Iterator[Any]:
+        epoch, start, batch_size, world_size, rank, num_workers, worker_id = self._iteration_context()
+        seq = self.rank_sequence(epoch, world_size, rank, batch_size)
+        ids = sampling.worker_ids(seq, start, batch_size, num_workers, worker_id)
+        for i in ids.tolist():
+            yield self[i]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.input_dir!r}, samples={self.num_samples}, shuffle={self.shuffle})"

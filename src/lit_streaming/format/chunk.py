@@ -1,0 +1,78 @@
+"""Chunk file layout: u32 N, N+1 absolute u32 offsets, then the N item payloads back to back (little-endian).
+
+``ChunkView`` checks the header before anything is sliced, so a truncated or forged chunk fails with an error
+naming the file instead of a crash or a garbage sample.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+
+_U32 = np.dtype("<u4")
+
+
+class CorruptChunkError(ValueError):
+    """A chunk whose bytes do not match its header or its index entry."""
+
+
+def encode_chunk(payloads: Sequence[bytes | memoryview]) -> bytes:
+    n = len(payloads)
+    sizes = np.fromiter((len(p) for p in payloads), dtype=np.int64, count=n)
+    offsets = np.empty(n + 1, dtype=np.int64)
+    offsets[0] = 4 * (n + 2)
+    np.cumsum(sizes, out=offsets[1:])
+    offsets[1:] += offsets[0]
+    if offsets[-1] >= 2**32:
+        raise ValueError(f"A chunk cannot exceed 4 GiB (u32 offsets); got {int(offsets[-1])} bytes")
+    header = np.empty(n + 2, dtype=_U32)
+    header[0] = n
+    header[1:] = offsets
+    return b"".join([header.tobytes(), *payloads])
+
+
+def chunk_file_size(payload_sizes: Sequence[int]) -> int:
+    return 4 * (len(payload_sizes) + 2) + sum(payload_sizes)
+
+
+def checksum(data: bytes | memoryview) -> str:
+    """CRC-32 of the stored file: cheap enough to verify every download, strong enough for transport damage."""
+    return f"crc32:{zlib.crc32(data) & 0xFFFFFFFF:08x}"
+
+
+class ChunkView:
+    """Zero-copy item access over a chunk's bytes (an mmap or a bytes object)."""
+
+    __slots__ = ("buffer", "name", "num_items", "offsets")
+
+    def __init__(self, buffer: bytes | memoryview, name: str, expected_items: int | None = None) -> None:
+        self.buffer = memoryview(buffer).cast("B") if not isinstance(buffer, memoryview) else buffer
+        self.name = name
+        size = len(self.buffer)
+        if size < 8:
+            raise CorruptChunkError(f"Chunk {name} is truncated: {size} bytes, too small for a header")
+        n = int(np.frombuffer(self.buffer, dtype=_U32, count=1)[0])
+        if expected_items is not None and n != expected_items:
+            raise CorruptChunkError(f"Chunk {name} holds {n} items but index.json says {expected_items}")
+        header_bytes = 4 * (n + 2)
+        if header_bytes > size:
+            raise CorruptChunkError(f"Chunk {name} is truncated or corrupt: header of {n} items exceeds {size} bytes")
+        offsets = np.frombuffer(self.buffer, dtype=_U32, count=n + 1, offset=4).astype(np.int64)
+        if n and (offsets[0] != header_bytes or offsets[-1] > size or np.any(np.diff(offsets) < 0)):
+            raise CorruptChunkError(
+                f"Chunk {name} has invalid offsets (first {int(offsets[0])}, last {int(offsets[-1])}, "
+                f"file {size} bytes): truncated or corrupt"
+            )
+        self.num_items = n
+        self.offsets = offsets
+
+    def item(self, j: int) -> memoryview:
+        if not 0 <= j < self.num_items:
+            raise IndexError(f"Item {j} out of range for chunk {self.name} with {self.num_items} items")
+        return self.buffer[self.offsets[j] : self.offsets[j + 1]]
+
+    def body(self) -> memoryview:
+        """The payload bytes after the header (token chunks read this as one flat array)."""
+        return self.buffer[self.offsets[0] : self.offsets[-1]] if self.num_items else self.buffer[0:0]

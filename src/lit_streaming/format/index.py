@@ -1,0 +1,177 @@
+"""``index.json``: the dataset's table of chunks and its config, in LitData's layout.
+
+We add two keys per chunk (``checksum``, ``file_bytes``) and one to ``config`` (``format_version``); LitData's
+reader ignores keys it does not know, and an interop test proves it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+INDEX_FILENAME = "index.json"
+FORMAT_VERSION = 1
+_CHUNK_KEYS = ("chunk_bytes", "chunk_size", "dim", "filename", "checksum", "file_bytes")
+
+
+class InvalidIndexError(ValueError):
+    """index.json is missing, unreadable, or describes something we refuse to read."""
+
+
+def check_relative_filename(name: Any, source: str) -> str:
+    """Refuse chunk names that are absolute or escape the dataset folder (a hostile index must not read /etc)."""
+    if not isinstance(name, str) or not name:
+        raise InvalidIndexError(f"{source}: chunk filename {name!r} is not a non-empty string")
+    normalized = posixpath.normpath(name.replace("\\", "/"))
+    if (
+        name.startswith(("/", "\\"))
+        or (len(name) > 1 and name[1] == ":")
+        or "://" in name
+        or normalized == ".."
+        or normalized.startswith("../")
+        or "\x00" in name
+    ):
+        raise InvalidIndexError(f"{source}: chunk filename {name!r} escapes the dataset folder; refusing to read it")
+    return name
+
+
+@dataclass
+class ChunkEntry:
+    filename: str
+    chunk_size: int
+    chunk_bytes: int
+    dim: int | None = None
+    checksum: str | None = None
+    file_bytes: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.extra)
+        out.update(chunk_bytes=self.chunk_bytes, chunk_size=self.chunk_size, dim=self.dim, filename=self.filename)
+        if self.checksum is not None:
+            out["checksum"] = self.checksum
+        if self.file_bytes is not None:
+            out["file_bytes"] = self.file_bytes
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: Any, source: str, position: int) -> ChunkEntry:
+        where = f"{source}: chunks[{position}]"
+        if not isinstance(raw, dict):
+            raise InvalidIndexError(f"{where} is not an object")
+        try:
+            entry = cls(
+                filename=check_relative_filename(raw.get("filename"), where),
+                chunk_size=_nonneg_int(raw.get("chunk_size"), f"{where}.chunk_size"),
+                chunk_bytes=_nonneg_int(raw.get("chunk_bytes"), f"{where}.chunk_bytes"),
+                dim=None if raw.get("dim") is None else _nonneg_int(raw.get("dim"), f"{where}.dim"),
+                checksum=raw.get("checksum"),
+                file_bytes=None if raw.get("file_bytes") is None else _nonneg_int(raw["file_bytes"], where),
+                extra={k: v for k, v in raw.items() if k not in _CHUNK_KEYS},
+            )
+        except InvalidIndexError:
+            raise
+        return entry
+
+
+def _nonneg_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidIndexError(f"{what} must be a non-negative integer, got {value!r}")
+    return value
+
+
+@dataclass
+class DatasetIndex:
+    chunks: list[ChunkEntry]
+    config: dict[str, Any]
+    updated_at: str | None = None
+
+    @property
+    def data_format(self) -> list[str]:
+        return list(self.config.get("data_format") or [])
+
+    @property
+    def item_loader_name(self) -> str:
+        return self.config.get("item_loader") or "PyTreeLoader"
+
+    @property
+    def compression(self) -> str | None:
+        return self.config.get("compression")
+
+    def to_json(self) -> str:
+        data: dict[str, Any] = {"chunks": [c.to_dict() for c in self.chunks], "config": self.config}
+        data["updated_at"] = self.updated_at or str(time.time())
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes, source: str) -> DatasetIndex:
+        try:
+            data = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise InvalidIndexError(f"{source} is not valid JSON: {err}") from err
+        if not isinstance(data, dict) or not isinstance(data.get("chunks"), list):
+            raise InvalidIndexError(f"{source} has no 'chunks' list; is this a LitData/lit-streaming index?")
+        config = data.get("config")
+        if not isinstance(config, dict):
+            raise InvalidIndexError(f"{source} has no 'config' object")
+        if config.get("encryption"):
+            raise InvalidIndexError(f"{source}: encrypted datasets are not supported yet")
+        data_format = config.get("data_format")
+        if data_format is not None and (
+            not isinstance(data_format, list) or not all(isinstance(x, str) for x in data_format)
+        ):
+            raise InvalidIndexError(f"{source}: config.data_format must be a list of serializer names")
+        version = config.get("format_version", 1)
+        if isinstance(version, int) and version > FORMAT_VERSION:
+            raise InvalidIndexError(
+                f"{source} uses format_version {version}; this lit-streaming reads up to {FORMAT_VERSION}: upgrade"
+            )
+        chunks = [ChunkEntry.from_dict(raw, source, k) for k, raw in enumerate(data["chunks"])]
+        updated = data.get("updated_at")
+        return cls(chunks=chunks, config=config, updated_at=None if updated is None else str(updated))
+
+
+def read_index(path: str) -> DatasetIndex:
+    """Read a local index.json, with an error naming the path when it is missing or broken."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise InvalidIndexError(
+            f"No index.json at {path}: the folder is not an optimized dataset (run optimize first)"
+        ) from None
+    except OSError as err:
+        raise InvalidIndexError(f"Cannot read {path}: {err}") from err
+    return DatasetIndex.from_json(text, path)
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Publish a file whole or not at all: readers never see a half-written index."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def merge_indexes(parts: list[DatasetIndex], source: str) -> DatasetIndex:
+    """Concatenate partial indexes in the given order; their configs must agree (ignoring a 'not yet known'
+    data format from writers that produced no sample)."""
+    parts = [p for p in parts if p.chunks]
+    if not parts:
+        raise InvalidIndexError(f"{source}: no chunks were written (did every input return None?)")
+    config = dict(parts[0].config)
+    for part in parts[1:]:
+        if _config_body(part.config) != _config_body(config):
+            raise InvalidIndexError(f"{source}: partial indexes disagree: {config} vs {part.config}")
+    chunks = [c for p in parts for c in p.chunks]
+    return DatasetIndex(chunks=chunks, config=config)
+
+
+def _config_body(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in ("chunk_bytes", "chunk_size")}
