@@ -145,8 +145,19 @@ class StreamingDataset(IterableDataset):
         epoch, start, batch_size, world_size, rank, num_workers, worker_id = self._iteration_context()
         seq = self.rank_sequence(epoch, world_size, rank, batch_size)
         ids = sampling.worker_ids(seq, start, batch_size, num_workers, worker_id)
+        self._source.prefetch(self.chunk_order(ids))
         for i in ids.tolist():
             yield self[i]
+
+    def chunk_order(self, ids: np.ndarray) -> list[int]:
+        """The chunks that reading ``ids`` in order touches, in first-use order (for prefetching)."""
+        if len(ids) == 0:
+            return []
+        chunks = np.searchsorted(self._chunk_offsets, ids, side="right") - 1
+        first = np.concatenate([[True], chunks[1:] != chunks[:-1]])
+        runs = chunks[first]
+        _, where = np.unique(runs, return_index=True)
+        return runs[np.sort(where)].tolist()
 
     def __getstate__(self) -> dict[str, Any]:
         return dict(self.__dict__)
