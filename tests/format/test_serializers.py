@@ -1,0 +1,301 @@
+"""Leaf serializers: round trips, byte equality with LitData 0.2.76 in both directions, bad input."""
+
+from __future__ import annotations
+
+import io
+import math
+import pickle
+import struct
+import warnings
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from litdata.streaming import serializers as lit
+from PIL import Image
+
+from lit_streaming.format.serializers import (
+    SERIALIZER_ORDER,
+    PickleNotAllowedError,
+    UnknownSerializerError,
+    deserialize_leaf,
+    serialize_leaf,
+    serializer_for,
+    serializer_named,
+)
+
+# LitData's own decode path warns (torchvision deprecation, non-writable numpy); ours must not.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore:The given NumPy array")
+
+
+def lit_choice(obj: Any) -> str:
+    """The serializer LitData's writer would pick for ``obj``."""
+    return next(name for name, s in lit._SERIALIZERS.items() if s.can_serialize(obj))
+
+
+def lit_serialize(obj: Any) -> tuple[bytes, str]:
+    name = lit_choice(obj)
+    data, fmt = lit._SERIALIZERS[name].serialize(obj)
+    return bytes(data), fmt or name
+
+
+def lit_deserialize(data: bytes, fmt: str) -> Any:
+    serializer = lit._get_serializers(None)[fmt.partition(":")[0]]
+    serializer.setup(fmt)
+    return serializer.deserialize(data)
+
+
+def assert_same(a: Any, b: Any) -> None:
+    assert type(a) is type(b)
+    if isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+    elif isinstance(a, np.ndarray):
+        assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
+    elif isinstance(a, Image.Image):
+        assert (a.mode, a.size, a.tobytes()) == (b.mode, b.size, b.tobytes())
+    elif isinstance(a, float) and math.isnan(a):
+        assert math.isnan(b)
+    else:
+        assert a == b
+
+
+def check_interop(obj: Any, expect_fmt: str | None = None) -> Any:
+    """Same bytes and format as LitData; each side decodes the other's bytes to the same value."""
+    ours, fmt = serialize_leaf(obj)
+    theirs, lit_fmt = lit_serialize(obj)
+    assert (bytes(ours), fmt) == (theirs, lit_fmt)
+    if expect_fmt is not None:
+        assert fmt == expect_fmt
+    decoded = deserialize_leaf(memoryview(theirs), fmt, allow_pickle=True)
+    assert_same(decoded, lit_deserialize(bytes(ours), fmt))
+    return decoded
+
+
+SCALARS = [0, -1, 2**63 - 1, -(2**63), 0.0, -1.5, float("inf"), float("nan"), np.float64(2.5)]
+SCALARS += ["", "héllo ✓", True, False, b"", b"\x00\xff"]
+
+
+@pytest.mark.parametrize("value", SCALARS, ids=repr)
+def test_scalars_match_litdata(value: Any) -> None:
+    decoded = check_interop(value, type(value).__name__ if type(value) is not np.float64 else "float")
+    assert_same(decoded, float(value) if isinstance(value, float) else value)
+
+
+def test_int_out_of_range_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="int64"):
+        serialize_leaf(2**63)
+
+
+NP_DTYPES = [np.uint8, np.int32, np.int64, np.float16, np.float32, np.float64, np.bool_, np.complex64]
+NP_INDEX = {np.dtype(t): i for t, i in zip(NP_DTYPES, [4, 2, 3, 8, 9, 10, 13, 11], strict=True)}
+
+
+@pytest.mark.parametrize("dtype", NP_DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("shape", [(5,), (0,), (2, 3), (2, 3, 4), (0, 3)], ids=str)
+def test_numpy_matches_litdata(dtype: Any, shape: tuple[int, ...]) -> None:
+    array = (np.arange(math.prod(shape)) % 7).astype(dtype).reshape(shape)
+    expect_fmt = f"no_header_numpy:{NP_INDEX[np.dtype(dtype)]}" if len(shape) == 1 else "numpy"
+    assert_same(check_interop(array, expect_fmt), array)
+
+
+def test_numpy_non_contiguous_and_big_endian() -> None:
+    array = np.arange(12, dtype=np.float32).reshape(3, 4).T
+    assert_same(check_interop(array), np.ascontiguousarray(array))
+    big = np.arange(6, dtype=">i4").reshape(2, 3)  # LitData has no index for it; we store little-endian
+    data, fmt = serialize_leaf(big)
+    assert (bytes(data), fmt) == serialize_leaf(big.astype("<i4"))
+    assert_same(lit_deserialize(bytes(data), fmt), big.astype(np.int32))
+
+
+def test_numpy_zero_dim_is_stored_as_numpy_and_litdata_reads_it() -> None:
+    # LitData pickles 0-d arrays; we use the numpy layout so reading needs no allow_pickle.
+    scalar = np.array(3.5, dtype=np.float32)
+    data, fmt = serialize_leaf(scalar)
+    assert fmt == "numpy" and lit_choice(scalar) == "pickle"
+    assert_same(deserialize_leaf(data, fmt), scalar)
+    assert_same(lit_deserialize(bytes(data), fmt), scalar)
+
+
+def test_numpy_without_raw_encoding_falls_back_to_pickle() -> None:
+    for obj in (np.array([{"a": 1}, None], dtype=object), np.array(["ab", "c"]), np.float32(1.0)):
+        assert serializer_for(obj).name == "pickle"
+
+
+TORCH_DTYPES = [torch.float32, torch.int64, torch.uint8, torch.bfloat16, torch.float16]
+LIT_INDEX = {torch.float32: 1, torch.int64: 18, torch.uint8: 11, torch.bfloat16: 10, torch.float16: 9}
+
+
+@pytest.mark.parametrize("dtype", TORCH_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", [(), (5,), (2, 3), (0,), (0, 3), (2, 1, 3)], ids=str)
+def test_tensor_matches_litdata(dtype: torch.dtype, shape: tuple[int, ...]) -> None:
+    tensor = (torch.arange(math.prod(shape)) % 7).to(dtype).reshape(shape)
+    expect_fmt = f"no_header_tensor:{LIT_INDEX[dtype]}" if len(shape) == 1 else "tensor"
+    if dtype is torch.bfloat16:
+        # LitData cannot write bfloat16 (its tensor.numpy() call fails) but reads it fine.
+        with pytest.raises(TypeError):
+            lit_serialize(tensor)
+        data, fmt = serialize_leaf(tensor)
+        assert fmt == expect_fmt
+        assert_same(lit_deserialize(bytes(data), fmt), tensor)
+        decoded = deserialize_leaf(data, fmt)
+    else:
+        decoded = check_interop(tensor, expect_fmt)
+    assert_same(decoded, tensor)
+
+
+def test_tensor_header_is_big_endian_and_aliases_are_written() -> None:
+    data, fmt = serialize_leaf(torch.zeros(2, 3, dtype=torch.int32))
+    assert data[:20] == struct.pack(">5I", 16, 2, 2, 3, 0)[:20]
+    assert serialize_leaf(torch.zeros(3, dtype=torch.int32))[1] == "no_header_tensor:16"
+
+
+def test_tensor_reads_little_endian_header_and_non_alias_indices() -> None:
+    expected = torch.arange(6, dtype=torch.int64).reshape(2, 3)
+    old = struct.pack("<4I", 17, 2, 2, 3) + expected.numpy().tobytes()
+    assert_same(deserialize_leaf(old, "tensor"), expected)
+    flat = expected.reshape(-1)
+    assert_same(deserialize_leaf(flat.numpy().tobytes(), "no_header_tensor:17"), flat)
+    zero_dim = struct.pack("<2I", 0, 0) + struct.pack("<f", 2.0)  # all-zero header: both orders agree
+    assert_same(deserialize_leaf(zero_dim, "tensor"), torch.tensor(2.0))
+
+
+def test_tensor_odd_inputs() -> None:
+    grad = torch.ones(2, 2, requires_grad=True)
+    assert_same(deserialize_leaf(*serialize_leaf(grad)), torch.ones(2, 2))
+    strided = torch.arange(12, dtype=torch.float32).reshape(3, 4).T
+    assert_same(check_interop(strided), strided.contiguous())
+    assert_same(check_interop(strided[0]), strided[0].contiguous())
+    assert serializer_for(torch.zeros(2, dtype=torch.uint32)).name == "pickle"
+    assert serializer_for(torch.zeros(2, 2).to_sparse()).name == "pickle"
+
+
+def test_deserialize_is_zero_copy_and_silent() -> None:
+    buffer = bytearray(serialize_leaf(torch.zeros(2, 2))[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tensor = deserialize_leaf(memoryview(bytes(buffer)), "tensor")
+        shared = deserialize_leaf(memoryview(buffer), "tensor")
+    assert tensor.shape == (2, 2)
+    buffer[-4:] = struct.pack("<f", 7.0)
+    assert shared[1, 1].item() == 7.0
+    raw = bytearray(np.arange(4, dtype=np.int32).tobytes())
+    array = deserialize_leaf(memoryview(raw), "no_header_numpy:2")
+    raw[:4] = struct.pack("<i", 9)
+    assert array[0] == 9
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "1", "P", "I", "F", "I;16", "LA", "CMYK"])
+def test_pil_matches_litdata(mode: str) -> None:
+    image = Image.effect_mandelbrot((13, 7), (-2, -1, 1, 1), 30).convert(mode)
+    decoded = check_interop(image, "pil")
+    assert_same(decoded, image)
+
+
+def test_pil_png_file_is_pil(tmp_path: Any) -> None:
+    path = tmp_path / "a.png"
+    Image.new("RGB", (4, 3), (1, 2, 3)).save(path)
+    with Image.open(path) as image:
+        assert serializer_for(image).name == "pil"
+        assert_same(check_interop(image), image.convert("RGB"))
+
+
+def _jpeg(tmp_path: Any, mode: str, size: tuple[int, int] = (40, 24), **save: Any) -> Any:
+    path = tmp_path / f"{mode}.jpg"
+    Image.effect_mandelbrot(size, (-2, -1, 1, 1), 30).convert(mode).save(path, quality=90, **save)
+    return path
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_jpeg_file_matches_litdata(tmp_path: Any, mode: str) -> None:
+    path = _jpeg(tmp_path, mode)
+    with Image.open(path) as image:
+        assert serializer_for(image).name == "jpeg"
+        data, fmt = serialize_leaf(image)
+        decoded = check_interop(image, "jpeg")
+    assert bytes(data) == path.read_bytes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        deserialize_leaf(memoryview(data), "jpeg")
+    assert decoded.dtype == torch.uint8 and decoded.shape == (3, 24, 40)  # grayscale expands to RGB
+
+
+def test_jpeg_exif_orientation_matches_litdata(tmp_path: Any) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    path = _jpeg(tmp_path, "RGB", exif=exif.tobytes())
+    with Image.open(path) as image:
+        decoded = check_interop(image, "jpeg")
+    assert decoded.shape == (3, 40, 24)
+
+
+def test_jpeg_in_memory_is_reencoded_like_litdata(tmp_path: Any) -> None:
+    with Image.open(io.BytesIO(_jpeg(tmp_path, "RGB").read_bytes())) as image:
+        check_interop(image, "jpeg")
+
+
+def test_jpeg_decode_falls_back_for_non_jpeg_bytes() -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (5, 4), (10, 20, 30)).save(buffer, format="PNG")
+    decoded = deserialize_leaf(buffer.getvalue(), "jpeg")
+    assert_same(decoded, lit_deserialize(buffer.getvalue(), "jpeg"))
+    assert decoded[:, 0, 0].tolist() == [10, 20, 30]
+
+
+PICKLES = [{"a": (1, 2), "b": {3}}, [1, "x", None], bytearray(b"ab"), np.int64(5), slice(1, 2)]
+
+
+@pytest.mark.parametrize("obj", PICKLES, ids=repr)
+def test_pickle_matches_litdata_and_needs_opt_in(obj: Any) -> None:
+    assert check_interop(obj, "pickle") == obj
+    data, _ = serialize_leaf(obj)
+    with pytest.raises(PickleNotAllowedError, match="allow_pickle=True") as info:
+        deserialize_leaf(data, "pickle")
+    assert "arbitrary code" in str(info.value) and isinstance(info.value, ValueError)
+    with pytest.raises(PickleNotAllowedError):
+        serializer_named("pickle").deserialize(data, "pickle")
+
+
+def test_order_and_names() -> None:
+    assert SERIALIZER_ORDER[0] == "str" and SERIALIZER_ORDER[-1] == "pickle"
+    for name in SERIALIZER_ORDER:
+        assert serializer_named(name if "no_header" not in name else f"{name}:1").name == name
+    assert serializer_for(True).name == "bool" and serializer_for(np.float64(1)).name == "float"
+    # Serializers travel to DataLoader workers.
+    restored = pickle.loads(pickle.dumps(serializer_named("tensor")))
+    assert_same(restored.deserialize(serialize_leaf(torch.ones(2, 2))[0], "tensor"), torch.ones(2, 2))
+
+
+@pytest.mark.parametrize(
+    "fmt", ["image:jpg", "json", "no_header_numpy", "no_header_numpy:99", "no_header_numpy:14", "int:3", ""]
+)
+def test_unknown_formats_are_named(fmt: str) -> None:
+    with pytest.raises(ValueError, match="unknown serializer|no raw encoding") as info:
+        deserialize_leaf(b"", fmt)
+    assert repr(fmt) in str(info.value) or "14" in str(info.value)
+    if fmt != "no_header_numpy:14":
+        assert isinstance(info.value, UnknownSerializerError)
+
+
+CORRUPT = [
+    (b"\x00" * 7, "int"),
+    (b"\x00\x01", "bool"),
+    (b"\x00" * 9, "float"),
+    (b"\x00" * 3, "no_header_numpy:2"),
+    (b"\x00" * 3, "no_header_tensor:1"),
+    (struct.pack("<4I", 2, 2, 3, 3) + b"\x00" * 8, "numpy"),
+    (struct.pack("<4I", 2, 2, 2**31, 2**31), "numpy"),  # would be a 16 EiB allocation
+    (struct.pack("<2I", 2, 1000), "numpy"),
+    (struct.pack(">4I", 1, 2, 3, 3) + b"\x00" * 8, "tensor"),
+    (struct.pack(">4I", 1, 2, 2**31, 2**31), "tensor"),
+    (b"\x00" * 5, "tensor"),
+    (struct.pack("<3I", 60000, 60000, 3) + b"RGB", "pil"),
+    (struct.pack("<3I", 1, 1, 3) + b"XYZ\x00", "pil"),
+    (struct.pack("<3I", 1, 1, 99) + b"RGB", "pil"),
+]
+
+
+@pytest.mark.parametrize(("data", "fmt"), CORRUPT, ids=lambda v: v if isinstance(v, str) else None)
+def test_corrupt_payloads_raise_value_error(data: bytes, fmt: str) -> None:
+    with pytest.raises(ValueError):
+        deserialize_leaf(memoryview(data), fmt)
