@@ -46,21 +46,38 @@ class OpenChunks:
         entry = self.index.chunks[k]
         path = self.source.chunk_path(k, entry)
         name = f"{entry.filename} (chunk {k} of {self.source.url})"
+        compressed = self.index.compression
+        level = self.index.compression_level
+        left_by_litdata = False
+        if compressed and level == "chunk" and not os.path.exists(path):
+            # LitData decompresses local whole-file chunks in place ("chunk-0-0.zstd.bin" -> "chunk-0-0.bin")
+            # and deletes the original: read what it left, as LitData's own reader does.
+            plain_name = os.path.basename(path).replace(f".{compressed}", "", 1)
+            plain = os.path.join(os.path.dirname(path), plain_name)
+            if plain != path and os.path.exists(plain):
+                path, compressed, left_by_litdata = plain, None, True
         try:
             size = os.path.getsize(path)
         except FileNotFoundError:
             raise FileNotFoundError(f"Chunk file {path} is missing ({name})") from None
-        expected = entry.file_bytes if entry.file_bytes is not None else None
-        compressed = self.index.compression
-        if expected is None and not compressed:
+        if compressed and level == "chunk":
+            expected = entry.file_bytes  # chunk_bytes is the size after decompression
+        elif left_by_litdata:
             expected = entry.chunk_bytes
+        else:
+            # As listed: file_bytes when we wrote it, else chunk_bytes (LitData's in-file zstd included).
+            expected = entry.file_bytes if entry.file_bytes is not None else entry.chunk_bytes
         if expected is not None and size != expected:
-            raise CorruptChunkError(f"Chunk {name} has {size} bytes, index.json says {expected}: truncated or stale")
+            raise CorruptChunkError(
+                f"Chunk {name} has {size} bytes, index.json says {expected}: truncated or stale"
+            )
         with open(path, "rb") as f:
-            if compressed:
+            if compressed and level == "chunk":
                 buffer: bytes | bytearray | mmap.mmap = bytearray(
                     zstd.decompress(f.read(), compressed, entry.chunk_bytes, f"Chunk {name}")
                 )
+            elif compressed:
+                buffer = bytearray(zstd.inflate_in_file(f.read(), level, f"Chunk {name}"))
             elif size == 0:
                 buffer = b""
             else:

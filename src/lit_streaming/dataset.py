@@ -11,17 +11,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset
 
-from lit_streaming import distributed, sampling
+from lit_streaming import sampling
 from lit_streaming.chunks import OpenChunks
 from lit_streaming.format.units import parse_size
 from lit_streaming.item_loaders import ItemLoader, loader_for
+from lit_streaming.iteration import IterationControl
 from lit_streaming.storage import open_source
-
-# Layout of the shared control block the loader writes before each epoch (read by persistent workers too).
-_VALID, _EPOCH, _START, _BATCH, _WORLD, _RANK, _WORKERS = range(7)
 
 
 class StreamingDataset(IterableDataset):
@@ -73,15 +70,15 @@ class StreamingDataset(IterableDataset):
         self._index = self._source.read_index()
         self.item_loader = loader_for(self._index, item_loader, self._source.url)
         self.item_loader.setup(self._index, self._source.url, allow_pickle)
-        self.chunk_lengths = np.array([self.item_loader.chunk_length(c) for c in self._index.chunks], np.int64)
+        self.chunk_lengths = np.array(
+            [self.item_loader.chunk_length(c) for c in self._index.chunks], np.int64
+        )
         self._chunk_offsets = np.concatenate([[0], np.cumsum(self.chunk_lengths)])
         self.num_samples = int(self._chunk_offsets[-1])
         self._ids = sampling.subsample_ids(self.chunk_lengths, self.subsample, self.seed)
         self._chunks = OpenChunks(self._source, self._index, capacity=shuffle_window + 4)
-        self._epoch = 0
         self._resume_chain: tuple[tuple[int, int], ...] = ()
-        self._control: torch.Tensor | None = None
-        self._control_pid = -1
+        self._control = IterationControl()
 
     # ---- random access -------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -95,56 +92,74 @@ class StreamingDataset(IterableDataset):
 
     def read_sample(self, index: int) -> Any:
         if not 0 <= index < self.num_samples:
-            raise IndexError(f"Index {index} out of range for dataset {self.input_dir} of {self.num_samples} samples")
+            raise IndexError(
+                f"Index {index} out of range for dataset {self.input_dir} of {self.num_samples} samples"
+            )
         k = int(np.searchsorted(self._chunk_offsets, index, side="right")) - 1
         view = self._chunks.get(k)
         return self.item_loader.load(view, index - int(self._chunk_offsets[k]))
 
     # ---- iteration -----------------------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
-        self._epoch = int(epoch)
+        """The epoch that plain iteration (without StreamingDataLoader) uses for shuffling."""
+        self._control.epoch = int(epoch)
 
     def resolved_drop_last(self, world_size: int) -> bool:
         return self.drop_last if self.drop_last is not None else world_size > 1
 
-    def rank_sequence(self, epoch: int, world_size: int, rank: int, batch_size: int) -> np.ndarray:
-        """Every sample id this rank yields in ``epoch``, in order (a pure function of the settings)."""
-        return sampling.rank_sequence(
-            self.chunk_lengths,
+    def _plan_kwargs(self, world_size: int, batch_size: int) -> dict[str, Any]:
+        return dict(
             seed=self.seed,
-            epoch=epoch,
             shuffle=self.shuffle,
             drop_last=self.resolved_drop_last(world_size),
             world_size=world_size,
-            rank=rank,
             batch_size=batch_size,
             subsample=self.subsample,
             shuffle_window=self.shuffle_window,
             resume_chain=self._resume_chain,
         )
 
+    def rank_sequence(self, epoch: int, world_size: int, rank: int, batch_size: int) -> np.ndarray:
+        """Every sample id this rank yields in ``epoch``, in order (a pure function of the settings)."""
+        return sampling.rank_sequence(
+            self.chunk_lengths, epoch=epoch, rank=rank, **self._plan_kwargs(world_size, batch_size)
+        )
+
+    def epoch_length(self, world_size: int, batch_size: int) -> int:
+        """Samples each rank yields in an epoch (equal on every rank)."""
+        return sampling.rank_sequence_length(self.chunk_lengths, **self._plan_kwargs(world_size, batch_size))
+
     def configure_iteration(
         self, epoch: int, start: int, batch_size: int, world_size: int, rank: int, num_workers: int
     ) -> None:
-        """Set by StreamingDataLoader before each epoch; shared with (persistent) worker processes."""
-        if self._control is None or self._control_pid != os.getpid():
-            self._control = torch.zeros(8, dtype=torch.int64).share_memory_()
-            self._control_pid = os.getpid()
-        self._control[:7] = torch.tensor([1, epoch, start, batch_size, world_size, rank, num_workers])
+        self._control.configure(epoch, start, batch_size, world_size, rank, num_workers)
 
-    def _iteration_context(self) -> tuple[int, int, int, int, int, int, int]:
-        info = get_worker_info()
-        worker_id, info_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        if self._control is not None and int(self._control[_VALID]) == 1:
-            c = self._control.tolist()
-            return c[_EPOCH], c[_START], c[_BATCH], c[_WORLD], c[_RANK], max(1, c[_WORKERS]), worker_id
-        rank, world_size = distributed.world()
-        return self._epoch, 0, 1, world_size, rank, info_workers, worker_id
+    @property
+    def resume_chain(self) -> tuple[tuple[int, int], ...]:
+        """Elastic resume segments (world_size, consumed) that shape the current epoch's remainder."""
+        return self._resume_chain
+
+    def set_resume_chain(self, chain: tuple[tuple[int, int], ...]) -> None:
+        self._resume_chain = tuple((int(w), int(c)) for w, c in chain)
+
+    def order_settings(self) -> dict[str, Any]:
+        """Every setting that changes which samples come in which order (checked on resume)."""
+        return {
+            "type": type(self).__name__,
+            "num_samples": self.num_samples,
+            "num_chunks": len(self.chunk_lengths),
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+            "drop_last": self.drop_last,
+            "subsample": self.subsample,
+            "shuffle_window": self.shuffle_window,
+            **self.item_loader.settings(),
+        }
 
     def __iter__(self) -> Iterator[Any]:
-        epoch, start, batch_size, world_size, rank, num_workers, worker_id = self._iteration_context()
-        seq = self.rank_sequence(epoch, world_size, rank, batch_size)
-        ids = sampling.worker_ids(seq, start, batch_size, num_workers, worker_id)
+        ctx = self._control.current()
+        seq = self.rank_sequence(ctx.epoch, ctx.world_size, ctx.rank, ctx.batch_size)
+        ids = sampling.worker_ids(seq, ctx.start, ctx.batch_size, ctx.num_workers, ctx.worker_id)
         self._source.prefetch(self.chunk_order(ids))
         for i in ids.tolist():
             yield self[i]
@@ -159,8 +174,7 @@ class StreamingDataset(IterableDataset):
         _, where = np.unique(runs, return_index=True)
         return runs[np.sort(where)].tolist()
 
-    def __getstate__(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.input_dir!r}, samples={self.num_samples}, shuffle={self.shuffle})"
+        return (
+            f"{type(self).__name__}({self.input_dir!r}, samples={self.num_samples}, shuffle={self.shuffle})"
+        )

@@ -27,7 +27,7 @@ class ItemLoader(ABC):
                 "so it is refused by default; pass allow_pickle=True if you trust this dataset."
             )
         self._formats = data_format
-        self._serializers = [serializer_named(fmt) for fmt in data_format]
+        self._serializers = [serializer_named(fmt, allow_pickle=allow_pickle) for fmt in data_format]
 
     @abstractmethod
     def chunk_length(self, entry: ChunkEntry) -> int:
@@ -49,14 +49,16 @@ class PyTreeLoader(ItemLoader):
             self._spec = pytree.loads(spec) if spec is not None else None
         except Exception as err:
             raise InvalidIndexError(f"{source}: config.data_spec is not a valid pytree spec ({err})") from err
-        self._pairs = list(zip(self._serializers, self._formats))
+        self._pairs = list(zip(self._serializers, self._formats, strict=False))
 
     def chunk_length(self, entry: ChunkEntry) -> int:
         return entry.chunk_size
 
     def load(self, view: ChunkView, local_index: int) -> Any:
-        leaves = split_pytree_item(view.item(local_index), len(self._pairs), f"{view.name} item {local_index}")
-        values = [ser.deserialize(data, fmt) for data, (ser, fmt) in zip(leaves, self._pairs)]
+        leaves = split_pytree_item(
+            view.item(local_index), len(self._pairs), f"{view.name} item {local_index}"
+        )
+        values = [ser.deserialize(data, fmt) for data, (ser, fmt) in zip(leaves, self._pairs, strict=False)]
         if self._spec is None:
             return values[0] if len(values) == 1 else values
         return pytree.unflatten(values, self._spec)
@@ -76,12 +78,17 @@ class TokensLoader(ItemLoader):
         super().setup(index, source, allow_pickle)
         if self.block_size is None:
             raise ValueError("TokensLoader needs `block_size` to read a dataset")
-        if len(self._formats) != 1 or self._formats[0].split(":")[0] not in ("no_header_numpy", "no_header_tensor"):
+        if len(self._formats) != 1 or self._formats[0].split(":")[0] not in (
+            "no_header_numpy",
+            "no_header_tensor",
+        ):
             raise InvalidIndexError(
                 f"{source}: TokensLoader needs one 1-D numpy/tensor leaf per record, found {self._formats}"
             )
         if any(c.dim is None for c in index.chunks):
-            raise InvalidIndexError(f"{source}: chunks lack 'dim' (token counts); was it written with TokensLoader?")
+            raise InvalidIndexError(
+                f"{source}: chunks lack 'dim' (token counts); was it written with TokensLoader?"
+            )
 
     def chunk_length(self, entry: ChunkEntry) -> int:
         return (entry.dim or 0) // self.block_size  # type: ignore[operator]
@@ -95,7 +102,9 @@ class TokensLoader(ItemLoader):
         flat = cached[1]
         start = local_index * self.block_size  # type: ignore[operator]
         if start + self.block_size > len(flat):  # type: ignore[operator]
-            raise CorruptChunkError(f"{view.name}: token block {local_index} lies past the chunk's {len(flat)} tokens")
+            raise CorruptChunkError(
+                f"{view.name}: token block {local_index} lies past the chunk's {len(flat)} tokens"
+            )
         return flat[start : start + self.block_size]
 
     def settings(self) -> dict[str, Any]:
@@ -117,5 +126,7 @@ def loader_for(index: DatasetIndex, requested: ItemLoader | None, source: str) -
             raise InvalidIndexError(f"{source}: item loader {written!r} is not supported")
         return PyTreeLoader()
     if type(requested).__name__ != written:
-        raise ValueError(f"{source} was written with {written}, but item_loader={type(requested).__name__} was given")
+        raise ValueError(
+            f"{source} was written with {written}, but item_loader={type(requested).__name__} was given"
+        )
     return requested
