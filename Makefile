@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/demo.py
+	$(PY) -m lit_streaming.demo.shapes .demo/shapes
+	$(VENV)/bin/lit-streaming fit --config configs/demo.yaml
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests examples bench

@@ -1,0 +1,181 @@
+"""StreamingDataModule: streaming datasets in Lightning's hooks, with the train position in every checkpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Union
+
+from lightning.pytorch import LightningDataModule
+
+from lit_streaming.combined import CombinedStreamingDataset
+from lit_streaming.dataloader import StreamingDataLoader
+from lit_streaming.dataset import StreamingDataset
+from lit_streaming.item_loaders import TokensLoader
+from lit_streaming.sampling import DEFAULT_SHUFFLE_WINDOW
+
+#: A dataset URL/path, several of them (mixed; see ``weights``), a {path: weight} mapping, or built datasets.
+Source = Union[str, list[str], dict[str, float], StreamingDataset, CombinedStreamingDataset, None]
+
+
+class StreamingDataModule(LightningDataModule):
+    """``Trainer.fit(model, datamodule=StreamingDataModule(train="s3://bucket/train", val=...))``.
+
+    Datasets are built in ``setup()`` (once per process, after DDP started); ranks and workers are sharded at
+    iteration time, so no DistributedSampler is involved. ``state_dict()`` carries the train loader's exact
+    position, so resuming with ``ckpt_path=`` continues with exactly the batches an uninterrupted run would
+    have seen next.
+
+    Args:
+        train, val, test, predict: a dataset path/URL, a list of them or a ``{path: weight}`` mapping (mixed with
+            CombinedStreamingDataset), or a ready StreamingDataset / CombinedStreamingDataset.
+        batch_size, num_workers, pin_memory, persistent_workers: passed to each StreamingDataLoader.
+        shuffle: shuffle the training data (evaluation data is never shuffled).
+        seed: seed for shuffling and mixing.
+        drop_last: see StreamingDataset (``None``: True when distributed).
+        weights, iterate_over_all, batching_method: mixing settings when a source lists several datasets.
+        block_size: read token datasets with ``TokensLoader(block_size)``.
+        cache_dir, max_cache_size, storage_options: where and how remote chunks are cached and fetched.
+        shuffle_window, subsample, allow_pickle: see StreamingDataset.
+        transform: applied to every sample (Python API only).
+    """
+
+    def __init__(
+        self,
+        train: Source = None,
+        val: Source = None,
+        test: Source = None,
+        predict: Source = None,
+        batch_size: int = 1,
+        num_workers: int = 0,
+        shuffle: bool = True,
+        seed: int = 42,
+        drop_last: bool | None = None,
+        weights: list[float] | None = None,
+        iterate_over_all: bool = True,
+        batching_method: str = "stratified",
+        block_size: int | None = None,
+        cache_dir: str | None = None,
+        max_cache_size: int | str = "100GB",
+        storage_options: dict[str, Any] | None = None,
+        shuffle_window: int = DEFAULT_SHUFFLE_WINDOW,
+        subsample: float = 1.0,
+        allow_pickle: bool = False,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        transform: Callable[[Any], Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if train is None and val is None and test is None and predict is None:
+            raise ValueError("StreamingDataModule needs at least one of train, val, test or predict")
+        self.sources = {"train": train, "val": val, "test": test, "predict": predict}
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.shuffle = shuffle
+        self.seed = seed
+        self.drop_last = drop_last
+        self.weights = weights
+        self.iterate_over_all = iterate_over_all
+        self.batching_method = batching_method
+        self.block_size = block_size
+        self.cache_dir = cache_dir
+        self.max_cache_size = max_cache_size
+        self.storage_options = storage_options
+        self.shuffle_window = shuffle_window
+        self.subsample = subsample
+        self.allow_pickle = allow_pickle
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers
+        self.transform = transform
+        self.datasets: dict[str, StreamingDataset | CombinedStreamingDataset] = {}
+        self._train_loader: StreamingDataLoader | None = None
+        self._restore: dict[str, Any] | None = None
+
+    # ---- datasets --------------------------------------------------------------------------------------------
+    def _dataset(self, path: str, shuffle: bool) -> StreamingDataset:
+        return StreamingDataset(
+            path,
+            cache_dir=self.cache_dir,
+            item_loader=TokensLoader(self.block_size) if self.block_size else None,
+            shuffle=shuffle,
+            drop_last=self.drop_last,
+            seed=self.seed,
+            max_cache_size=self.max_cache_size,
+            subsample=self.subsample,
+            storage_options=self.storage_options,
+            transform=self.transform,
+            allow_pickle=self.allow_pickle,
+            shuffle_window=self.shuffle_window,
+        )
+
+    def _build(self, split: str) -> StreamingDataset | CombinedStreamingDataset | None:
+        source = self.sources[split]
+        shuffle = self.shuffle and split == "train"
+        if source is None or isinstance(source, (StreamingDataset, CombinedStreamingDataset)):
+            return source
+        if isinstance(source, str):
+            return self._dataset(source, shuffle)
+        paths, weights = (
+            (list(source), list(source.values())) if isinstance(source, dict) else (source, self.weights)
+        )
+        if not paths:
+            raise ValueError(f"`{split}` lists no datasets")
+        return CombinedStreamingDataset(
+            [self._dataset(p, shuffle) for p in paths],
+            seed=self.seed,
+            weights=weights,
+            iterate_over_all=self.iterate_over_all,
+            batching_method=self.batching_method,
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in ("train", "val", "test", "predict"):
+            if split not in self.datasets and self.sources[split] is not None:
+                self.datasets[split] = self._build(split)  # type: ignore[assignment]
+
+    # ---- loaders ---------------------------------------------------------------------------------------------
+    def _loader(self, split: str) -> StreamingDataLoader:
+        if split not in self.datasets:
+            self.setup()
+        if split not in self.datasets:
+            raise ValueError(f"StreamingDataModule has no `{split}` source")
+        return StreamingDataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> StreamingDataLoader:
+        loader = self._loader("train")
+        if self._restore is not None:
+            # Lightning does not load the loader state itself when the checkpoint was taken after an epoch
+            # ended, or when the loader was built early (estimated_stepping_batches): apply ours.
+            loader.load_state_dict(self._restore)
+            self._restore = None
+        self._train_loader = loader
+        return loader
+
+    def val_dataloader(self) -> StreamingDataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> StreamingDataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> StreamingDataLoader:
+        return self._loader("predict")
+
+    # ---- checkpoint state ------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        if self._train_loader is not None:
+            return {"train_loader": self._train_loader.state_dict()}
+        return {"train_loader": self._restore} if self._restore is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state = state_dict.get("train_loader")
+        if state is None:
+            return
+        if self._train_loader is not None:
+            self._train_loader.load_state_dict(state)
+        else:
+            self._restore = state
