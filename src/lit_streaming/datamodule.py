@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Union
+from typing import Any
 
 from lightning.pytorch import LightningDataModule
 
@@ -14,7 +14,7 @@ from lit_streaming.item_loaders import TokensLoader
 from lit_streaming.sampling import DEFAULT_SHUFFLE_WINDOW
 
 #: A dataset URL/path, several of them (mixed; see ``weights``), a {path: weight} mapping, or built datasets.
-Source = Union[str, list[str], dict[str, float], StreamingDataset, CombinedStreamingDataset, None]
+Source = str | list[str] | dict[str, float] | StreamingDataset | CombinedStreamingDataset | None
 
 
 class StreamingDataModule(LightningDataModule):

@@ -1,110 +1,229 @@
-"""Runs one job function on several worker processes of this machine, with progress and fail-fast errors.
+"""Where a job's workers come from. Whatever the call style, every worker runs ``coordinate.run_rank``.
 
-Processes come from an explicit multiprocessing context, never from changing the caller's global start method.
+1. Inside an existing world (a script started by ``torchrun`` or ``fabric run``, a script after
+   ``fabric.launch()``, a function run by ``fabric.launch(fn)``, ``srun`` with several tasks): every process
+   of that world is one worker; rank r takes the r-th share of the inputs and rank 0 merges. Every rank must
+   call.
+   Rank, world size and the rendezvous address come from torch.distributed when it is initialized, else from
+   Fabric's cluster environments (TorchElastic, SLURM, LSF); a process group created here is destroyed
+   before returning.
+2. A plain process asking for one worker: the job runs in this process (debuggable; lambdas fine).
+3. A plain process asking for more: ``Fabric(accelerator="cpu", devices=num_workers, num_nodes=num_nodes)``
+   launches them with ``DDPStrategy(start_method="fork")``. Fork rather than spawn: workers inherit ``fn`` and
+   ``inputs`` instead of receiving pickled copies (a million inputs are not copied per worker; lambdas and
+   ``functools.partial`` work) and start in milliseconds. Not Fabric's ``ddp``: it re-runs the calling script,
+   which a library call cannot ask for. The start method applies to this launch only; the environment
+   variables and Lightning's rank-zero state that Fabric touches are restored afterwards. For several nodes,
+   run the same script on every node with ``MASTER_ADDR``, ``MASTER_PORT`` and ``NODE_RANK`` set (Lightning's
+   variables) and the same ``num_nodes``.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import itertools
+import logging
 import os
-import queue
-import sys
-import time
-import traceback
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-from tqdm.auto import tqdm
+import torch.distributed as dist
+
+from lit_streaming_writer.coordinate import Job, Outcome, run_rank
+from lit_streaming_writer.errors import WorkerError
+
+_CALLS = itertools.count()  # names this process's successive rendezvous in a shared store (all ranks agree)
 
 
-class WorkerError(RuntimeError):
-    """A worker failed; carries the failing input and the original traceback."""
-
-
-class Progress:
-    """What a worker uses to report finished inputs (batched, so the queue is not a bottleneck)."""
-
-    def __init__(self, q: Any) -> None:
-        self._q = q
-        self._pending = 0
-        self._last = time.monotonic()
-
-    def advance(self, n: int = 1) -> None:
-        self._pending += n
-        now = time.monotonic()
-        if self._q is not None and now - self._last > 0.2:
-            self.flush()
-            self._last = now
-
-    def flush(self) -> None:
-        if self._q is not None and self._pending:
-            self._q.put(("progress", self._pending))
-            self._pending = 0
-
-
-def _entry(job: Callable[[int, Progress], Any], rank: int, q: Any) -> None:
-    progress = Progress(q)
-    try:
-        result = job(rank, progress)
-        progress.flush()
-        q.put(("done", rank, result))
-    except BaseException as err:  # noqa: BLE001 - everything must reach the parent
-        q.put(("error", rank, f"{type(err).__name__}: {err}", traceback.format_exc()))
-        sys.exit(1)
-
-
-def run_workers(
-    job: Callable[[int, Progress], Any], num_workers: int, total: int, desc: str, timeout: float | None = None
-) -> list[Any]:
-    """Run ``job(rank, progress)`` for rank in 0..num_workers-1 and return the results in rank order.
-
-    With one worker the job runs in this process (easy debugging, lambdas allowed). The first failure stops the
-    other workers and raises ``WorkerError`` with the worker's traceback.
-    """
-    bar = tqdm(total=total, desc=desc, unit="item", disable=total == 0, smoothing=0.1)
-    try:
-        if num_workers <= 1:
-            progress = Progress(None)
-            progress.advance = lambda n=1: bar.update(n)  # type: ignore[method-assign]
-            return [job(0, progress)]
-        ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-        q = ctx.Queue()
-        procs = [ctx.Process(target=_entry, args=(job, r, q), daemon=False) for r in range(num_workers)]
-        for p in procs:
-            p.start()
-        results: dict[int, Any] = {}
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            while len(results) < num_workers:
-                try:
-                    msg = q.get(timeout=1.0)
-                except queue.Empty:
-                    dead = [p for p in procs if p.exitcode not in (None, 0)]
-                    if dead and q.empty():
-                        raise WorkerError(
-                            f"Worker process {procs.index(dead[0])} died with exit code {dead[0].exitcode} "
-                            "(killed? out of memory?)"
-                        ) from None
-                    if deadline is not None and time.monotonic() > deadline:
-                        raise TimeoutError(f"{desc}: workers did not finish within {timeout} s") from None
-                    continue
-                if msg[0] == "progress":
-                    bar.update(msg[1])
-                elif msg[0] == "done":
-                    results[msg[1]] = msg[2]
-                else:
-                    _, rank, summary, tb = msg
-                    raise WorkerError(f"Worker {rank} failed: {summary}\n\nWorker traceback:\n{tb}")
-        finally:
-            for p in procs:
-                if p.is_alive() and len(results) < num_workers:
-                    p.terminate()
-            for p in procs:
-                p.join(timeout=30)
-        return [results[r] for r in range(num_workers)]
-    finally:
-        bar.close()
+def shard_bounds(num_inputs: int, num_shards: int) -> list[tuple[int, int]]:
+    """Contiguous, balanced input ranges: merging shard outputs in rank order keeps the inputs' order."""
+    base, extra = divmod(num_inputs, num_shards)
+    bounds, start = [], 0
+    for r in range(num_shards):
+        end = start + base + (1 if r < extra else 0)
+        bounds.append((start, end))
+        start = end
+    return bounds
 
 
 def default_num_workers() -> int:
     return max(1, os.cpu_count() or 1)
+
+
+def run(job: Job, num_workers: int | None, num_nodes: int | None, timeout: float) -> Any:
+    """Run ``job`` on its workers and return rank 0's result, or raise the first failure."""
+    for name, value in (("num_workers", num_workers), ("num_nodes", num_nodes)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"`{name}` must be a positive int or None, got {value!r}")
+    if not timeout > 0:
+        raise ValueError(f"`timeout` must be a positive number of seconds, got {timeout!r}")
+    world = _existing_world()
+    if world is not None:
+        _check_world_matches(world, num_workers, num_nodes)
+        if world.size == 1:
+            return _unwrap(run_rank(job, 0, 1, None))
+        with _gloo_group(world, timeout) as group:
+            return _unwrap(run_rank(job, world.rank, world.size, group))
+    nodes = num_nodes or 1
+    workers = num_workers or default_num_workers()
+    if nodes == 1:
+        workers = max(1, min(workers, job.total))
+    if workers * nodes == 1:
+        return _unwrap(run_rank(job, 0, 1, None))
+    return _unwrap(_launch(job, workers, nodes, timeout))
+
+
+def _unwrap(outcome: Outcome) -> Any:
+    kind, value = outcome
+    if kind == "error":
+        raise value
+    return value
+
+
+@dataclass
+class _World:
+    rank: int
+    size: int
+    env: Any  # the Fabric ClusterEnvironment to rendezvous with; None when torch.distributed is initialized
+
+
+def _existing_world() -> _World | None:
+    if dist.is_available() and dist.is_initialized():
+        return _World(dist.get_rank(), dist.get_world_size(), None)
+    # Imported on first use: importing Lightning takes seconds, and importing this package should not.
+    from lightning.fabric.plugins.environments import (
+        LSFEnvironment,
+        SLURMEnvironment,
+        TorchElasticEnvironment,
+    )
+
+    # Fabric's order. Not MPIEnvironment: detecting it initializes MPI in the calling process.
+    for env_type in (TorchElasticEnvironment, SLURMEnvironment, LSFEnvironment):
+        if env_type.detect():
+            env = env_type()
+            if env.world_size() > 1:
+                return _World(env.global_rank(), env.world_size(), env)
+    return None
+
+
+def _check_world_matches(world: _World, num_workers: int | None, num_nodes: int | None) -> None:
+    """The world decides the workers; refuse counts that contradict it instead of silently ignoring them."""
+    wanted = (num_workers or 1) * (num_nodes or 1)
+    if (num_workers and num_nodes and wanted != world.size) or world.size % wanted:
+        raise ValueError(
+            f"This process is rank {world.rank} of a distributed world of {world.size} processes, and every "
+            f"process of that world is one worker; num_workers={num_workers} x num_nodes={num_nodes} does "
+            "not match it. Pass num_workers=None and num_nodes=None (or counts whose product is the world "
+            "size)."
+        )
+
+
+@contextmanager
+def _gloo_group(world: _World, timeout: float) -> Iterator[Any]:
+    """A gloo group over the whole world (works beside an NCCL default group), with this job's timeout."""
+    created = not dist.is_initialized()
+    if created:
+        _init_default_group(world, timeout)
+    group = dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout))
+    try:
+        yield group
+    finally:
+        dist.destroy_process_group(group)
+        if created:
+            dist.destroy_process_group()
+
+
+def _init_default_group(world: _World, timeout: float) -> None:
+    """Rendezvous through the launcher's store (torchrun's agent hosts one) or one hosted by rank 0, under a
+    key prefix unique to this call, so that a second call in the same job never reads the first one's keys."""
+    env = world.env
+    address, port = env.main_address, env.main_port
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and (address, str(port)) == (
+        os.environ.get("MASTER_ADDR"),
+        os.environ.get("MASTER_PORT"),
+    )
+    store = dist.TCPStore(
+        address,
+        port,
+        world.size,
+        is_master=world.rank == 0 and not agent_store,
+        timeout=timedelta(seconds=timeout),
+        wait_for_workers=False,
+        multi_tenant=True,
+    )
+    attempt = (
+        f"{os.environ.get('TORCHELASTIC_RUN_ID', '')}/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
+    )
+    prefixed = dist.PrefixStore(f"lit_streaming_writer/{attempt}/{next(_CALLS)}", store)
+    dist.init_process_group(
+        "gloo", store=prefixed, rank=world.rank, world_size=world.size, timeout=timedelta(seconds=timeout)
+    )
+
+
+def _launch(job: Job, workers: int, nodes: int, timeout: float) -> Outcome:
+    from lightning.fabric import Fabric
+    from lightning.fabric.plugins.environments import LightningEnvironment
+    from lightning.fabric.strategies import DDPStrategy
+    from torch.multiprocessing import ProcessExitedException, ProcessRaisedException
+
+    strategy = DDPStrategy(
+        start_method="fork",
+        process_group_backend="gloo",
+        timeout=timedelta(seconds=timeout),
+        cluster_environment=LightningEnvironment(),
+    )
+    with _caller_state_restored(nodes):
+        fabric = Fabric(accelerator="cpu", devices=workers, num_nodes=nodes, strategy=strategy)
+        try:
+            return fabric.launch(_launched_rank, job, timeout)
+        except ProcessExitedException as err:
+            raise WorkerError(
+                f"Worker process {err.error_index} on this node died ({err}). No index was published; rerun "
+                "the same call to resume from the workers' checkpoints."
+            ) from None
+        except ProcessRaisedException as err:
+            raise WorkerError(f"A worker process failed outside the job: {err}") from None
+
+
+def _launched_rank(fabric: Any, job: Job, timeout: float) -> Outcome:
+    world = _World(fabric.global_rank, fabric.world_size, None)
+    with _gloo_group(world, timeout) as group:
+        return run_rank(job, world.rank, world.size, group)
+
+
+@contextmanager
+def _caller_state_restored(nodes: int) -> Iterator[None]:
+    """Fabric's launcher writes environment variables and Lightning's global rank-zero rank in the calling
+    process: put them back. Single-node jobs meet on a fresh local port, whatever the environment says."""
+    from lightning.fabric.plugins.environments.lightning import find_free_network_port
+    from lightning_utilities.core.rank_zero import rank_zero_only
+
+    if nodes > 1:
+        missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+        if missing or not ({"NODE_RANK", "GROUP_RANK"} & set(os.environ)):
+            raise ValueError(
+                f"num_nodes={nodes}: run the same script on every node with MASTER_ADDR and MASTER_PORT "
+                "(node 0's address and a free port on it) and NODE_RANK (0..num_nodes-1) set in the "
+                "environment, or launch it with torchrun / `fabric run` and leave num_nodes=None"
+            )
+    environ = dict(os.environ)
+    rank = getattr(rank_zero_only, "rank", 0)
+    loggers = [logging.getLogger(name) for name in ("lightning.fabric", "lightning.pytorch")]
+    levels = [logger.level for logger in loggers]
+    if nodes == 1:
+        for key in ("NODE_RANK", "GROUP_RANK", "LOCAL_RANK"):
+            os.environ.pop(key, None)
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(find_free_network_port()))
+    for logger in loggers:  # workers inherit this: no "Initializing distributed" banner from every worker
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=False):
+            logger.setLevel(level)
+        rank_zero_only.rank = rank
+        for key in set(os.environ) - set(environ):
+            del os.environ[key]
+        os.environ.update(environ)

@@ -2,73 +2,32 @@
 
 from __future__ import annotations
 
-import glob
+import hashlib
 import os
 import re
 import types
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from lit_streaming.format import compression as zstd
-from lit_streaming.format.index import INDEX_FILENAME, DatasetIndex, merge_indexes, read_index, write_text_atomic
+from lit_streaming.format.index import INDEX_FILENAME, DatasetIndex, merge_indexes
 from lit_streaming.format.units import parse_size
-from lit_streaming_writer.launch import Progress, default_num_workers, run_workers
-from lit_streaming_writer.writer import ChunkWriter
+from lit_streaming_writer import launch
+from lit_streaming_writer.checkpoint import Checkpointer, fingerprint
+from lit_streaming_writer.coordinate import Progress
+from lit_streaming_writer.errors import InputError, describe_input
+from lit_streaming_writer.output import Output
+from lit_streaming_writer.shard import ShardWriter
 
 _MODES = (None, "overwrite", "append")
-_CHUNK_NAME = re.compile(r"^chunk-(\d+)-(\d+)(\.[a-z]+)?\.bin$")
-
-
-class InputError(RuntimeError):
-    """``fn`` raised on an input; the message names the input, the cause holds the original exception."""
+_CHUNK_NAME = re.compile(r"^chunk-(\d+)-(\d+)(\.[a-z0-9:]+)?\.bin(\.tmp)?$")  # ".zstd:3": compression
+_PARTIAL_NAME = re.compile(r"^(\d+)\.index\.json(\.tmp-\d+)?$")
+_INDEX_TMP = re.compile(r"^index\.json\.tmp-\d+$")
 
 
 class DatasetExistsError(FileExistsError):
     """output_dir already holds a dataset and no ``mode`` says what to do with it."""
-
-
-def shard_bounds(num_inputs: int, num_shards: int) -> list[tuple[int, int]]:
-    """Contiguous, balanced input ranges: merging shard outputs in rank order keeps the inputs' order."""
-    base, extra = divmod(num_inputs, num_shards)
-    bounds, start = [], 0
-    for r in range(num_shards):
-        end = start + base + (1 if r < extra else 0)
-        bounds.append((start, end))
-        start = end
-    return bounds
-
-
-class _WriteShard:
-    """The per-worker job (a picklable object, so it also works with the spawn start method)."""
-
-    def __init__(self, fn: Callable, inputs: Sequence[Any], bounds: list[tuple[int, int]], writer_args: dict) -> None:
-        self.fn = fn
-        self.inputs = inputs
-        self.bounds = bounds
-        self.writer_args = writer_args
-
-    def __call__(self, rank: int, progress: Progress) -> DatasetIndex:
-        writer = ChunkWriter(rank=rank, **self.writer_args)
-        start, end = self.bounds[rank]
-        for i in range(start, end):
-            item = self.inputs[i]
-            where = f"input #{i} ({_short(item)})"
-            try:
-                result = self.fn(item)
-                if isinstance(result, types.GeneratorType):
-                    for sample in result:
-                        writer.add(sample, where)
-                elif result is not None:
-                    writer.add(result, where)
-            except Exception as err:
-                raise InputError(f"fn failed on {where}: {type(err).__name__}: {err}") from err
-            progress.advance()
-        return writer.finish()
-
-
-def _short(item: Any, limit: int = 120) -> str:
-    text = repr(item)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def optimize(
@@ -83,58 +42,158 @@ def optimize(
     mode: str | None = None,
     item_loader: Any = None,
     storage_options: dict[str, Any] | None = None,
+    timeout: float = 1800.0,
 ) -> str:
     """Apply ``fn`` to every input and write the samples to ``output_dir`` as chunks plus ``index.json``.
 
-    ``fn`` returns one sample, ``None`` (skip the input), or is a generator yielding many samples. Inputs are
-    split into contiguous shards, one per worker, and the shards' chunks are listed in rank order, so the same
-    inputs and ``num_workers`` always give the same dataset. ``index.json`` appears only when every worker
-    succeeded. ``mode``: ``None`` refuses an existing dataset, ``"overwrite"`` replaces it, ``"append"`` adds
-    chunks after the existing ones (same sample structure and settings required).
+    ``fn`` returns one sample, ``None`` (skip the input), or is a generator yielding many samples.
+    ``output_dir`` is a local folder (shared by all nodes when there are several) or an fsspec URL such as
+    ``s3://bucket/prefix`` (``storage_options`` go to fsspec); chunks are uploaded as soon as they are
+    written.
+
+    Workers: see ``lit_streaming_writer.launch``. Inside a ``torchrun`` / ``fabric run`` / Fabric script
+    every rank is a worker; otherwise ``num_workers`` processes per node (default: one per CPU) are launched
+    with Fabric. Each worker takes a contiguous share of the inputs and the shares' chunks are listed in rank
+    order, so the same inputs and workers always give the same samples in the same order (and chunks).
+
+    ``mode``: ``None`` refuses an existing dataset, ``"overwrite"`` replaces it, ``"append"`` adds chunks
+    after the existing ones (same sample structure and settings required). ``index.json`` appears only when
+    every worker succeeded. After a crash, rerunning the same call resumes from the workers' checkpoints and
+    gives the same dataset, chunks included, as an uninterrupted run (a generator ``fn`` must yield the same
+    samples for the same input). ``timeout`` bounds, in seconds, every wait of one worker for the others.
     """
     if (chunk_size is None) == (chunk_bytes is None):
         raise ValueError("Pass exactly one of `chunk_size` (items per chunk) or `chunk_bytes` (e.g. '64MB')")
-    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size <= 0):
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0
+    ):
         raise ValueError(f"`chunk_size` must be a positive int, got {chunk_size!r}")
     chunk_bytes = parse_size(chunk_bytes, "chunk_bytes")
     if mode not in _MODES:
         raise ValueError(f"`mode` must be None, 'overwrite' or 'append', got {mode!r}")
     zstd.parse_compression(compression)
-    if num_nodes not in (None, 1):
-        raise NotImplementedError("Multi-node optimize is not supported yet; use num_nodes=None")
     if not callable(fn):
         raise TypeError(f"`fn` must be callable, got {type(fn).__name__}")
-    if isinstance(output_dir, str) and "://" in output_dir and not output_dir.startswith("file://"):
-        raise NotImplementedError(f"Remote output_dir is not supported yet: {output_dir}")
-    output_dir = os.path.abspath(os.fspath(output_dir).removeprefix("file://"))
     inputs = inputs if isinstance(inputs, Sequence) else list(inputs)
     if len(inputs) == 0:
         raise ValueError("`inputs` is empty: nothing to optimize")
-    workers = min(num_workers or default_num_workers(), len(inputs))
-    tokens = type(item_loader).__name__ == "TokensLoader" if item_loader is not None else False
-
-    existing = _prepare_output(output_dir, mode)
-    first_chunk = 0
-    if existing is not None:
-        _check_append_settings(existing, output_dir, chunk_size, chunk_bytes, compression, tokens)
-        first_chunk = 1 + max((_chunk_number(c.filename) for c in existing.chunks), default=-1)
-
-    bounds = shard_bounds(len(inputs), workers)
-    writer_args = dict(
-        output_dir=output_dir,
+    settings = dict(
         chunk_size=chunk_size,
         chunk_bytes=chunk_bytes,
         compression=compression,
-        tokens=tokens,
-        first_chunk_index=first_chunk,
-        expected=existing,
+        tokens=item_loader is not None and type(item_loader).__name__ == "TokensLoader",
     )
-    parts = run_workers(_WriteShard(fn, inputs, bounds, writer_args), workers, len(inputs), desc="optimize")
-    merged = merge_indexes(([existing] if existing else []) + parts, output_dir)
-    write_text_atomic(os.path.join(output_dir, INDEX_FILENAME), merged.to_json())
-    for path in glob.glob(os.path.join(output_dir, "*.index.json")):
-        os.remove(path)
-    return output_dir
+    job = _OptimizeJob(fn, inputs, Output(output_dir, storage_options), settings, mode)
+    return launch.run(job, num_workers, num_nodes, timeout)
+
+
+@dataclass
+class _Plan:
+    existing: DatasetIndex | None  # the dataset appended to
+    base: str  # digest of that dataset's index ("" when none); part of every worker's fingerprint
+    first_chunk: int
+
+
+class _OptimizeJob:
+    desc = "optimize"
+
+    def __init__(
+        self, fn: Callable, inputs: Sequence[Any], out: Output, settings: dict[str, Any], mode: str | None
+    ):
+        self.fn = fn
+        self.inputs = inputs
+        self.out = out
+        self.settings = settings
+        self.mode = mode
+        self.total = len(inputs)
+
+    def prepare(self, world_size: int) -> _Plan:
+        out = self.out
+        out.ensure()
+        text = out.read_text(INDEX_FILENAME)
+        if text is not None and self.mode is None:
+            raise DatasetExistsError(
+                f"{out.url} already holds a dataset (index.json); pass mode='overwrite' to replace it or "
+                "mode='append' to add to it"
+            )
+        existing = None
+        if text is not None and self.mode == "append":
+            existing = DatasetIndex.from_json(text, out.path(INDEX_FILENAME))
+            _check_append_settings(existing, out.url, self.settings)
+        elif text is not None:
+            out.remove([INDEX_FILENAME])  # first: a crash from here on leaves no dataset, never a mixed one
+        keep = {c.filename for c in existing.chunks} if existing else set()
+        # Files no worker of this run may resume from: all of a replaced dataset's, else those of ranks this
+        # run does not have (an interrupted run with more workers). Each rank cleans its own files itself.
+        stale_from = 0 if text is not None and self.mode == "overwrite" else world_size
+        out.remove(
+            [n for n in out.names() if n not in keep and (_INDEX_TMP.match(n) or _owner(n) >= stale_from)]
+        )
+        first_chunk = (
+            1 + max((_chunk_number(c.filename) for c in existing.chunks), default=-1) if existing else 0
+        )
+        base = hashlib.blake2b(text.encode(), digest_size=16).hexdigest() if existing else ""
+        return _Plan(existing, base, first_chunk)
+
+    def run(self, rank: int, world_size: int, plan: _Plan, progress: Progress) -> DatasetIndex:
+        start, end = launch.shard_bounds(self.total, world_size)[rank]
+        key = dict(
+            self.settings, base=plan.base, first_chunk=plan.first_chunk, rank=rank, world_size=world_size
+        )
+        key.update(total=self.total)
+        checkpointer = Checkpointer(
+            self.out, f"{rank}.index.json", fingerprint(key, self.fn, self.inputs, start, end)
+        )
+        shard = ShardWriter(self.out, rank, self.settings, plan.existing, plan.first_chunk, checkpointer)
+        keep = {c.filename for c in plan.existing.chunks} if plan.existing else set()
+        keep |= {c.filename for c in shard.chunks}
+        self.out.remove(
+            [n for n in self.out.names() if n not in keep and _owner(n) == rank and _CHUNK_NAME.match(n)]
+        )
+        try:
+            next_input, next_sample = shard.position or (start, 0)
+            progress.advance(next_input - start)
+            for i in range(next_input, end):
+                self._write_input(shard, i, next_sample if i == next_input else 0)
+                progress.advance()
+            return shard.close(end)
+        finally:
+            shard.cleanup()
+
+    def _write_input(self, shard: ShardWriter, i: int, skip: int) -> None:
+        """Write input ``i``'s samples, skipping the first ``skip`` (already in published chunks)."""
+        where = describe_input(i, self.inputs[i])
+        try:
+            result = self.fn(self.inputs[i])
+        except Exception as err:
+            raise InputError(f"fn failed on {where}: {type(err).__name__}: {err}", i) from err
+        if not isinstance(result, types.GeneratorType):
+            if result is not None:
+                shard.add(result, where, (i, 0))
+            return
+        number = 0
+        while True:
+            try:
+                sample = next(result)
+            except StopIteration:
+                return
+            except Exception as err:
+                raise InputError(f"fn failed on {where}: {type(err).__name__}: {err}", i) from err
+            if number >= skip:
+                shard.add(sample, where, (i, number))
+            number += 1
+
+    def finish(self, plan: _Plan, parts: list[DatasetIndex]) -> str:
+        merged = merge_indexes(([plan.existing] if plan.existing else []) + parts, self.out.url)
+        self.out.write_text(INDEX_FILENAME, merged.to_json())
+        self.out.remove([f"{rank}.index.json" for rank in range(len(parts))])
+        return self.out.url
+
+
+def _owner(name: str) -> int:
+    """The writer rank a chunk or partial index file belongs to (-1: not a file this package writes)."""
+    match = _CHUNK_NAME.match(name) or _PARTIAL_NAME.match(name)
+    return int(match.group(1)) if match else -1
 
 
 def _chunk_number(filename: str) -> int:
@@ -142,51 +201,17 @@ def _chunk_number(filename: str) -> int:
     return int(match.group(2)) if match else -1
 
 
-def _prepare_output(output_dir: str, mode: str | None) -> DatasetIndex | None:
-    index_path = os.path.join(output_dir, INDEX_FILENAME)
-    os.makedirs(output_dir, exist_ok=True)
-    has_dataset = os.path.exists(index_path)
-    if has_dataset and mode is None:
-        raise DatasetExistsError(
-            f"{output_dir} already holds a dataset (index.json); pass mode='overwrite' to replace it or "
-            "mode='append' to add to it"
-        )
-    if has_dataset and mode == "append":
-        existing = read_index(index_path)
-        _remove_stale(output_dir, keep={c.filename for c in existing.chunks})
-        return existing
-    if has_dataset:
-        os.remove(index_path)
-    _remove_stale(output_dir, keep=set())
-    return None
-
-
-def _remove_stale(output_dir: str, keep: set[str]) -> None:
-    """Delete chunk files and partial indexes that no published index.json lists (a crashed earlier run)."""
-    for name in os.listdir(output_dir):
-        if name in keep:
-            continue
-        if _CHUNK_NAME.match(name) or name.endswith(".index.json") or re.match(r"^chunk-.*\.bin\.tmp$", name):
-            os.remove(os.path.join(output_dir, name))
-
-
-def _check_append_settings(
-    existing: DatasetIndex,
-    output_dir: str,
-    chunk_size: int | None,
-    chunk_bytes: int | None,
-    compression: str | None,
-    tokens: bool,
-) -> None:
+def _check_append_settings(existing: DatasetIndex, url: str, settings: dict[str, Any]) -> None:
     config = existing.config
     mismatches = []
-    if config.get("compression") != compression:
-        mismatches.append(f"compression {config.get('compression')!r} vs {compression!r}")
-    if (existing.item_loader_name == "TokensLoader") != tokens:
-        mismatches.append(f"item_loader {existing.item_loader_name} vs {'TokensLoader' if tokens else 'PyTreeLoader'}")
-    if config.get("chunk_size") != chunk_size or config.get("chunk_bytes") != chunk_bytes:
-        mismatches.append(
-            f"chunk_size/chunk_bytes {config.get('chunk_size')}/{config.get('chunk_bytes')} vs {chunk_size}/{chunk_bytes}"
-        )
+    if config.get("compression") != settings["compression"]:
+        mismatches.append(f"compression {config.get('compression')!r} vs {settings['compression']!r}")
+    if (existing.item_loader_name == "TokensLoader") != settings["tokens"]:
+        new_loader = "TokensLoader" if settings["tokens"] else "PyTreeLoader"
+        mismatches.append(f"item_loader {existing.item_loader_name} vs {new_loader}")
+    old = (config.get("chunk_size"), config.get("chunk_bytes"))
+    new = (settings["chunk_size"], settings["chunk_bytes"])
+    if old != new:
+        mismatches.append(f"chunk_size/chunk_bytes {old[0]}/{old[1]} vs {new[0]}/{new[1]}")
     if mismatches:
-        raise ValueError(f"Cannot append to {output_dir}: settings differ from the existing dataset: {mismatches}")
+        raise ValueError(f"Cannot append to {url}: settings differ from the existing dataset: {mismatches}")

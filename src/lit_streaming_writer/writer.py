@@ -107,7 +107,10 @@ class ChunkWriter:
             return
         raw = encode_chunk(self._items)
         stored = zstd.compress(raw, self.compression) if self.compression else raw
-        suffix = f".{self.compression.split(':')[0]}" if self.compression else ""
+        # LitData names whole-file compressed chunks after the full compression string
+        # ("chunk-0-0.zstd:3.bin") and its reader strips exactly ".{compression}" to find the decompressed
+        # file: use the same names.
+        suffix = f".{self.compression}" if self.compression else ""
         filename = f"chunk-{self.rank}-{self._next_chunk}{suffix}.bin"
         path = os.path.join(self.output_dir, filename)
         tmp = f"{path}.tmp"

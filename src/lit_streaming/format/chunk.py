@@ -58,7 +58,9 @@ class ChunkView:
             raise CorruptChunkError(f"Chunk {name} holds {n} items but index.json says {expected_items}")
         header_bytes = 4 * (n + 2)
         if header_bytes > size:
-            raise CorruptChunkError(f"Chunk {name} is truncated or corrupt: header of {n} items exceeds {size} bytes")
+            raise CorruptChunkError(
+                f"Chunk {name} is truncated or corrupt: header of {n} items exceeds {size} bytes"
+            )
         offsets = np.frombuffer(self.buffer, dtype=_U32, count=n + 1, offset=4).astype(np.int64)
         if n and (offsets[0] != header_bytes or offsets[-1] > size or np.any(np.diff(offsets) < 0)):
             raise CorruptChunkError(

@@ -35,7 +35,9 @@ def check_relative_filename(name: Any, source: str) -> str:
         or normalized.startswith("../")
         or "\x00" in name
     ):
-        raise InvalidIndexError(f"{source}: chunk filename {name!r} escapes the dataset folder; refusing to read it")
+        raise InvalidIndexError(
+            f"{source}: chunk filename {name!r} escapes the dataset folder; refusing to read it"
+        )
     return name
 
 
@@ -51,7 +53,9 @@ class ChunkEntry:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.extra)
-        out.update(chunk_bytes=self.chunk_bytes, chunk_size=self.chunk_size, dim=self.dim, filename=self.filename)
+        out.update(
+            chunk_bytes=self.chunk_bytes, chunk_size=self.chunk_size, dim=self.dim, filename=self.filename
+        )
         if self.checksum is not None:
             out["checksum"] = self.checksum
         if self.file_bytes is not None:
@@ -78,6 +82,15 @@ class ChunkEntry:
         return entry
 
 
+def _compression_level(value: Any, source: str) -> str:
+    if value is None or value == "":
+        return "chunk"
+    level = str(value).strip().lower()
+    if level not in ("chunk", "batch", "sample"):
+        raise InvalidIndexError(f"{source}: unknown config.compression_level {value!r} (chunk|batch|sample)")
+    return level
+
+
 def _nonneg_int(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidIndexError(f"{what} must be a non-negative integer, got {value!r}")
@@ -102,6 +115,13 @@ class DatasetIndex:
     def compression(self) -> str | None:
         return self.config.get("compression")
 
+    @property
+    def compression_level(self) -> str:
+        """How chunks are compressed (LitData's ``compression_level``): ``"chunk"`` (whole file, the default
+        when absent), ``"batch"`` (zstd frames of several items inside a ``.bin``) or ``"sample"`` (one zstd
+        frame per item)."""
+        return _compression_level(self.config.get("compression_level"), "index.json")
+
     def to_json(self) -> str:
         data: dict[str, Any] = {"chunks": [c.to_dict() for c in self.chunks], "config": self.config}
         data["updated_at"] = self.updated_at or str(time.time())
@@ -125,6 +145,7 @@ class DatasetIndex:
             not isinstance(data_format, list) or not all(isinstance(x, str) for x in data_format)
         ):
             raise InvalidIndexError(f"{source}: config.data_format must be a list of serializer names")
+        _compression_level(config.get("compression_level"), source)
         version = config.get("format_version", 1)
         if isinstance(version, int) and version > FORMAT_VERSION:
             raise InvalidIndexError(

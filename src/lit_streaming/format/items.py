@@ -21,7 +21,9 @@ def split_pytree_item(payload: memoryview, num_leaves: int, where: str) -> list[
     """Slice an item into its leaves without copying; the sizes are checked against the item length."""
     header = 4 * num_leaves
     if len(payload) < header:
-        raise CorruptChunkError(f"{where}: item of {len(payload)} bytes is shorter than its {num_leaves}-leaf header")
+        raise CorruptChunkError(
+            f"{where}: item of {len(payload)} bytes is shorter than its {num_leaves}-leaf header"
+        )
     sizes = np.frombuffer(payload, dtype=_U32, count=num_leaves).astype(np.int64)
     if header + int(sizes.sum()) != len(payload):
         raise CorruptChunkError(
