@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         StreamingDataModule,
         subclass_mode_model=True,
         args=cli_args,
-        save_config_kwargs={"overwrite": True},
+        save_config_callback=None,
     )
     return 0
 
