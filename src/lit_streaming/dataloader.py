@@ -6,12 +6,13 @@ checkpoint taken while training on batch k says "k batches consumed" whatever th
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
 from torch.utils.data import DataLoader
 
-from lit_streaming import distributed, sampling
+from lit_streaming import distributed, profiling, sampling
 from lit_streaming.combined import CombinedStreamingDataset
 from lit_streaming.dataset import StreamingDataset
 
@@ -36,6 +37,7 @@ class StreamingDataLoader(DataLoader):
         batch_size: int = 1,
         num_workers: int = 0,
         profile_batches: bool | int = False,
+        profile_dir: str | None = None,
         shuffle: bool | None = None,
         drop_last: bool | None = None,
         collate_fn: Any = None,
@@ -55,6 +57,14 @@ class StreamingDataLoader(DataLoader):
                 child.drop_last = bool(drop_last)
         self.shuffle = shuffle
         self.profile_batches = profile_batches
+        self.profile_dir = profile_dir
+        traced = 10 if profile_batches is True else int(profile_batches or 0)
+        self._profile_out = (profile_dir or "lit_streaming_profile") if traced else None
+        if self._profile_out:
+            os.makedirs(self._profile_out, exist_ok=True)
+        for child in children:
+            child.enable_profiling(self._profile_out, traced)
+        self._traced_batches = traced
         kwargs.pop("sampler", None)
         kwargs.pop("batch_sampler", None)
         super().__init__(
@@ -107,7 +117,36 @@ class StreamingDataLoader(DataLoader):
         )
         if start >= m:
             return
-        for batch in super().__iter__():
+        if self._profile_out is None:
+            for batch in super().__iter__():
+                self._consumed = min(self._consumed + self.batch_size, m)  # type: ignore[operator]
+                yield batch
+            return
+        yield from self._profiled_iter(m, rank)
+
+    def _profiled_iter(self, m: int, rank: int) -> Iterator[Any]:
+        """The same iteration, recording how long the consumer waits for each of the first batches."""
+        recorder = profiling.TraceRecorder(f"rank {rank} main")
+        wanted = min(self._traced_batches, sampling.num_batches(m, self._consumed, self.batch_size))  # type: ignore[arg-type]
+        iterator = super().__iter__()
+        for n in range(10**12):
+            start = profiling.now_us()
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                break
+            if n < wanted:
+                recorder.span("wait_for_batch", "loader", start, profiling.now_us(), batch=n)
+                if n == wanted - 1:
+                    workers = max(1, self.num_workers)
+                    self.profile_trace = profiling.merge(
+                        self._profile_out,
+                        self._epoch,
+                        rank,
+                        recorder,
+                        min(workers, wanted),
+                        timeout=30.0,  # type: ignore[arg-type]
+                    )
             self._consumed = min(self._consumed + self.batch_size, m)  # type: ignore[operator]
             yield batch
 

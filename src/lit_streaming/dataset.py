@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import IterableDataset
 
-from lit_streaming import sampling
+from lit_streaming import profiling, sampling
 from lit_streaming.chunks import OpenChunks
 from lit_streaming.format.units import parse_size
 from lit_streaming.item_loaders import ItemLoader, loader_for
@@ -79,6 +79,8 @@ class StreamingDataset(IterableDataset):
         self._chunks = OpenChunks(self._source, self._index, capacity=shuffle_window + 4)
         self._resume_chain: tuple[tuple[int, int], ...] = ()
         self._control = IterationControl()
+        self._profile: tuple[str, int] | None = None
+        self._recorder: profiling.TraceRecorder | None = None
 
     # ---- random access -------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -96,8 +98,16 @@ class StreamingDataset(IterableDataset):
                 f"Index {index} out of range for dataset {self.input_dir} of {self.num_samples} samples"
             )
         k = int(np.searchsorted(self._chunk_offsets, index, side="right")) - 1
+        recorder = self._recorder
+        if recorder is None:
+            return self.item_loader.load(self._chunks.get(k), index - int(self._chunk_offsets[k]))
+        t0 = profiling.now_us()
         view = self._chunks.get(k)
-        return self.item_loader.load(view, index - int(self._chunk_offsets[k]))
+        t1 = profiling.now_us()
+        sample = self.item_loader.load(view, index - int(self._chunk_offsets[k]))
+        recorder.span("fetch", "io", t0, t1, chunk=k)
+        recorder.span("decode", "decode", t1, profiling.now_us(), sample=index)
+        return sample
 
     # ---- iteration -----------------------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
@@ -156,13 +166,39 @@ class StreamingDataset(IterableDataset):
             **self.item_loader.settings(),
         }
 
+    def enable_profiling(self, profile_dir: str | None, batches: int) -> None:
+        """Record fetch/decode spans for the first ``batches`` batches of each epoch (see profiling.py)."""
+        self._profile = (profile_dir, batches) if profile_dir and batches > 0 else None
+
     def __iter__(self) -> Iterator[Any]:
         ctx = self._control.current()
         seq = self.rank_sequence(ctx.epoch, ctx.world_size, ctx.rank, ctx.batch_size)
         ids = sampling.worker_ids(seq, ctx.start, ctx.batch_size, ctx.num_workers, ctx.worker_id)
         self._source.prefetch(self.chunk_order(ids))
-        for i in ids.tolist():
-            yield self[i]
+        if self._profile is None:
+            for i in ids.tolist():
+                yield self[i]
+            return
+        yield from self._profiled(ids, ctx)
+
+    def _profiled(self, ids: np.ndarray, ctx: Any) -> Iterator[Any]:
+        profile_dir, batches = self._profile  # type: ignore[misc]
+        mine = len(range(ctx.worker_id, batches, ctx.num_workers))
+        traced = min(len(ids), mine * ctx.batch_size)
+        self._recorder = profiling.TraceRecorder(f"rank {ctx.rank} worker {ctx.worker_id}")
+        path = profiling.worker_trace_path(profile_dir, ctx.epoch, ctx.rank, ctx.worker_id)
+        try:
+            for n, i in enumerate(ids.tolist()):
+                start = profiling.now_us()
+                sample = self[i]
+                if self._recorder is not None:
+                    self._recorder.span("sample", "worker", start, profiling.now_us(), sample=i)
+                    if n == traced - 1:  # written before the last traced sample leaves, so the merge finds it
+                        self._recorder.dump(path)
+                        self._recorder = None
+                yield sample
+        finally:
+            self._recorder = None
 
     def chunk_order(self, ids: np.ndarray) -> list[int]:
         """The chunks that reading ``ids`` in order touches, in first-use order (for prefetching)."""
