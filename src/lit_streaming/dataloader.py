@@ -13,6 +13,7 @@ from typing import Any
 from torch.utils.data import DataLoader
 
 from lit_streaming import distributed, profiling, sampling
+from lit_streaming.batching import PooledCollate
 from lit_streaming.combined import CombinedStreamingDataset
 from lit_streaming.dataset import StreamingDataset
 
@@ -29,6 +30,10 @@ class StreamingDataLoader(DataLoader):
 
     Every rank yields the same number of batches and ``len(loader)`` is that number. The state is small, plain
     Python, and identical on every rank (Lightning saves rank 0's).
+
+    ``limit_batches`` (attribute, default ``None``): end every epoch after this many batches, as
+    ``Trainer(limit_train_batches=...)`` does (StreamingDataModule sets it from the Trainer), so that a state
+    saved after the last of them resumes into the next epoch. ``len(loader)`` stays the full epoch's length.
     """
 
     def __init__(
@@ -67,6 +72,10 @@ class StreamingDataLoader(DataLoader):
         self._traced_batches = traced
         kwargs.pop("sampler", None)
         kwargs.pop("batch_sampler", None)
+        if collate_fn is None and num_workers > 0 and not kwargs.get("pin_memory", False):
+            # Reused shared-memory batch slots (see batching.py). pin_memory copies batches on a torch thread we
+            # cannot observe, so slots could not be recycled: it keeps torch's default path.
+            collate_fn = PooledCollate(num_workers)
         super().__init__(
             dataset,
             batch_size=batch_size,
@@ -80,10 +89,19 @@ class StreamingDataLoader(DataLoader):
         self._started = False
         self._pending: dict[str, Any] | None = None
         self._world = (0, 1)
+        self.limit_batches: int | None = None
 
     # ---- position --------------------------------------------------------------------------------------------
     def _epoch_length(self, world_size: int) -> int:
         return self.dataset.epoch_length(world_size, self.batch_size)  # type: ignore[union-attr]
+
+    def _epoch_end(self, world_size: int) -> int:
+        """Samples this rank yields before its epoch ends: the epoch's length, or ``limit_batches`` batches."""
+        m = self._epoch_length(world_size)
+        return m if self.limit_batches is None else min(m, self.limit_batches * self.batch_size)  # type: ignore[operator]
+
+    def _limit_reached(self) -> bool:
+        return self.limit_batches is not None and self._consumed >= self._epoch_end(self._world[1])
 
     def __len__(self) -> int:
         """Batches this rank yields in a full epoch (the same on every rank)."""
@@ -115,12 +133,15 @@ class StreamingDataLoader(DataLoader):
         self.dataset.configure_iteration(  # type: ignore[union-attr]
             self._epoch, start, self.batch_size, world_size, rank, self.num_workers
         )
-        if start >= m:
+        if start >= self._epoch_end(world_size):
             return
         if self._profile_out is None:
             for batch in super().__iter__():
                 self._consumed = min(self._consumed + self.batch_size, m)  # type: ignore[operator]
+                self._watch(batch)
                 yield batch
+                if self._limit_reached():
+                    return
             return
         yield from self._profiled_iter(m, rank)
 
@@ -148,7 +169,14 @@ class StreamingDataLoader(DataLoader):
                         timeout=30.0,  # type: ignore[arg-type]
                     )
             self._consumed = min(self._consumed + self.batch_size, m)  # type: ignore[operator]
+            self._watch(batch)
             yield batch
+            if self._limit_reached():
+                return
+
+    def _watch(self, batch: Any) -> None:
+        if isinstance(self.collate_fn, PooledCollate):
+            self.collate_fn.watch(batch)
 
     # ---- state -----------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -159,7 +187,7 @@ class StreamingDataLoader(DataLoader):
             "version": STATE_VERSION,
             "epoch": self._epoch,
             "consumed": self._consumed,
-            "epoch_length": self._epoch_length(world_size),
+            "epoch_length": self._epoch_end(world_size),
             "started": self._started,
             "world_size": world_size,
             "num_workers": self.num_workers,
