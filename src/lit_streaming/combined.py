@@ -121,6 +121,11 @@ class CombinedStreamingDataset(IterableDataset):
         positions = sampling.mix_positions(choices[:m])
         mine = sampling.worker_ids(np.arange(m), ctx.start, ctx.batch_size, ctx.num_workers, ctx.worker_id)
         sequences = [d.rank_sequence(ctx.epoch, ctx.world_size, ctx.rank, 1) for d in self.datasets]
-        for pos in mine.tolist():
-            child = int(choices[pos])
-            yield self.datasets[child][int(sequences[child][positions[pos]])]
+        children, local = choices[mine].astype(np.int64), positions[mine]
+        ids = np.empty(len(mine), dtype=np.int64)
+        for c, dataset in enumerate(self.datasets):
+            picked = children == c
+            ids[picked] = sequences[c][local[picked]]
+            dataset.prefetch(ids[picked])
+        for child, i in zip(children.tolist(), ids.tolist()):
+            yield self.datasets[child][i]

@@ -174,7 +174,7 @@ class StreamingDataset(IterableDataset):
         ctx = self._control.current()
         seq = self.rank_sequence(ctx.epoch, ctx.world_size, ctx.rank, ctx.batch_size)
         ids = sampling.worker_ids(seq, ctx.start, ctx.batch_size, ctx.num_workers, ctx.worker_id)
-        self._source.prefetch(self.chunk_order(ids))
+        self.prefetch(ids)
         if self._profile is None:
             for i in ids.tolist():
                 yield self[i]
@@ -199,6 +199,10 @@ class StreamingDataset(IterableDataset):
                 yield sample
         finally:
             self._recorder = None
+
+    def prefetch(self, ids: np.ndarray) -> None:
+        """Tell the source which chunks reading ``ids`` will need, in order, so remote ones download ahead."""
+        self._source.prefetch(self.chunk_order(ids))
 
     def chunk_order(self, ids: np.ndarray) -> list[int]:
         """The chunks that reading ``ids`` in order touches, in first-use order (for prefetching)."""
