@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+CODE := $(wildcard src tests examples bench)
 
 .PHONY: setup demo test lint format bench bench-small clean
 
@@ -20,12 +21,12 @@ demo: $(STAMP)
 	$(VENV)/bin/lit-streaming fit --config configs/demo.yaml
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests examples bench
-	$(VENV)/bin/ruff format --check src tests examples bench
+	$(VENV)/bin/ruff check $(CODE)
+	$(VENV)/bin/ruff format --check $(CODE)
 
 format: $(STAMP)
-	$(VENV)/bin/ruff check --fix src tests examples bench
-	$(VENV)/bin/ruff format src tests examples bench
+	$(VENV)/bin/ruff check --fix $(CODE)
+	$(VENV)/bin/ruff format $(CODE)
 
 test: lint
 	$(PY) -m pytest tests
