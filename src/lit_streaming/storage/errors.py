@@ -1,0 +1,26 @@
+"""Typed storage errors. Each message names the URL or file involved, so a failure deep in a DataLoader worker
+still tells the user which object to look at."""
+
+from __future__ import annotations
+
+from lit_streaming.format.chunk import CorruptChunkError
+
+
+class StorageError(OSError):
+    """Base class for errors raised while fetching or caching dataset files."""
+
+
+class DownloadError(StorageError):
+    """A remote file could not be fetched: a permanent error, or transient errors past the retry bound."""
+
+
+class RemoteFileNotFoundError(DownloadError, FileNotFoundError):
+    """The remote file does not exist (retrying cannot help)."""
+
+
+class CacheTimeoutError(StorageError, TimeoutError):
+    """A wait on the cache (a lock, or another process's download) took longer than its timeout."""
+
+
+class ChunkIntegrityError(CorruptChunkError):
+    """A chunk's stored bytes do not match the size or checksum recorded in index.json."""

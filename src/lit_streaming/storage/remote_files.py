@@ -1,0 +1,82 @@
+"""A dataset's remote folder, read through fsspec with per-dataset ``storage_options`` and bounded retries.
+
+The filesystem object is created lazily in each process (never shared between datasets: fsspec's instance
+cache is skipped) and dropped when pickled, so DataLoader workers, forked or spawned, build their own client.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import random
+from typing import Any
+
+import fsspec
+
+from lit_streaming.format.index import ChunkEntry
+from lit_streaming.storage.errors import ChunkIntegrityError
+from lit_streaming.storage.integrity import verify_file
+from lit_streaming.storage.retry import call_with_retries, logger
+from lit_streaming.storage.settings import StorageSettings
+
+LOCAL_PREFIX = "local:"
+
+
+class RemoteFiles:
+    def __init__(self, url: str, storage_options: dict[str, Any] | None, settings: StorageSettings) -> None:
+        self.url = url.rstrip("/")
+        self.storage_options = dict(storage_options or {})
+        self.settings = settings
+        self._fs: fsspec.AbstractFileSystem | None = None
+        self._root = ""
+        self._pid = -1
+        self._rng = random.Random()
+        self._inherited: list[fsspec.AbstractFileSystem] = []
+
+    def url_of(self, name: str) -> str:
+        return f"{self.url}/{name}"
+
+    def filesystem(self) -> tuple[fsspec.AbstractFileSystem, str]:
+        """This process's filesystem object and the dataset's root path in it."""
+        if self._fs is None or self._pid != os.getpid():
+            if self._fs is not None:
+                # Inherited through fork: the client belongs to the parent's event loop, and collecting it here
+                # would run its finalizer against that dead loop (asyncio errors in every worker). Keep it.
+                self._inherited.append(self._fs)
+            if self.url.startswith(LOCAL_PREFIX):
+                fs = fsspec.filesystem("file")
+                root = os.path.abspath(os.path.expanduser(self.url[len(LOCAL_PREFIX) :]))
+            else:
+                fs, root = fsspec.core.url_to_fs(self.url, skip_instance_cache=True, **self.storage_options)
+            self._fs, self._root, self._pid = fs, root, os.getpid()
+            self._rng = random.Random()  # workers forked from one parent must not retry in lockstep
+        return self._fs, self._root
+
+    def _path(self, name: str) -> str:
+        fs, root = self.filesystem()
+        return posixpath.join(root, name) if fs.sep == "/" else os.path.join(root, name)
+
+    def read_bytes(self, name: str) -> bytes:
+        fs, _ = self.filesystem()
+        path = self._path(name)
+        return call_with_retries(lambda: fs.cat_file(path), self.url_of(name), self.settings, self._rng)
+
+    def download(self, entry: ChunkEntry, dest: str, whole_file: bool, label: str) -> None:
+        """Copy the chunk to ``dest`` and verify its size and checksum; a failed check downloads once more
+        (damage in transit) before the chunk is reported corrupt."""
+        fs, _ = self.filesystem()
+        path, url = self._path(entry.filename), self.url_of(entry.filename)
+        for attempt in range(1, self.settings.integrity_attempts + 1):
+            call_with_retries(lambda: fs.get_file(path, dest), url, self.settings, self._rng)
+            try:
+                verify_file(dest, entry, whole_file, label)
+                return
+            except ChunkIntegrityError as err:
+                if attempt == self.settings.integrity_attempts:
+                    raise
+                logger.warning("Downloading %s again: %s", url, err)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.update(_fs=None, _root="", _pid=-1, _inherited=[])
+        return state

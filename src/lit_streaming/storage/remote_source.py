@@ -1,0 +1,89 @@
+"""``RemoteSource``: a dataset at an fsspec URL (or ``local:/path``), read through the local chunk cache."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from lit_streaming.format.index import INDEX_FILENAME, ChunkEntry, DatasetIndex, InvalidIndexError
+from lit_streaming.storage.cache_entry import CacheEntry
+from lit_streaming.storage.cache_paths import dataset_dirname, dataset_version
+from lit_streaming.storage.errors import RemoteFileNotFoundError
+from lit_streaming.storage.fetcher import ChunkFetcher
+from lit_streaming.storage.remote_files import RemoteFiles
+from lit_streaming.storage.settings import StorageSettings
+from lit_streaming.storage.source import DatasetSource
+
+
+class RemoteSource(DatasetSource):
+    """Chunks are downloaded into ``<cache_root>/<dataset>/<index hash>/`` and read from there.
+
+    Pickles without live state: each process (DataLoader workers included) makes its own client, thread pool
+    and pins on first use, keyed by its pid, and shares the cache entry with the others through the file system.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        cache_root: str,
+        storage_options: dict[str, Any] | None,
+        max_cache_size: int | None,
+        settings: StorageSettings,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.cache_root = cache_root
+        self.max_cache_size = max_cache_size
+        self.settings = settings
+        self._files = RemoteFiles(self.url, storage_options, settings)
+        self._index: DatasetIndex | None = None
+        self._entry: CacheEntry | None = None
+        self._fetcher: ChunkFetcher | None = None
+        self._fetcher_pid = -1
+
+    @property
+    def cache_path(self) -> str | None:
+        """This dataset version's folder in the cache (known once the index is read)."""
+        return None if self._entry is None else self._entry.path
+
+    def read_index(self) -> DatasetIndex:
+        index_url = self._files.url_of(INDEX_FILENAME)
+        try:
+            raw = self._files.read_bytes(INDEX_FILENAME)
+        except RemoteFileNotFoundError:
+            raise InvalidIndexError(
+                f"No index.json at {index_url}: the URL is not an optimized dataset (run optimize first)"
+            ) from None
+        index = DatasetIndex.from_json(raw, index_url)
+        dirname = dataset_dirname(self.url, self._files.storage_options)
+        path = os.path.join(self.cache_root, dirname, dataset_version(raw))
+        self._entry = CacheEntry.open(path, index, raw, self.max_cache_size, self.settings)
+        self._index = index
+        return index
+
+    def chunk_path(self, chunk_index: int, entry: ChunkEntry) -> str:
+        return self._process_fetcher().get(chunk_index)
+
+    def prefetch(self, chunk_indices: list[int]) -> None:
+        self._process_fetcher().plan(chunk_indices)
+
+    def release(self, chunk_index: int) -> None:
+        if self._fetcher is not None and self._fetcher_pid == os.getpid():
+            self._fetcher.release(chunk_index)
+
+    def _process_fetcher(self) -> ChunkFetcher:
+        if self._fetcher is None or self._fetcher_pid != os.getpid():
+            if self._entry is None or self._index is None:
+                raise RuntimeError(
+                    f"{type(self).__name__}.read_index() must run before chunks of {self.url} are read"
+                )
+            self._fetcher = ChunkFetcher(self._entry, self._files, self._index, self.settings)
+            self._fetcher_pid = os.getpid()
+        return self._fetcher
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.update(_fetcher=None, _fetcher_pid=-1)
+        return state
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r}, cache={self.cache_path!r})"
