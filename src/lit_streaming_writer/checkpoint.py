@@ -1,0 +1,96 @@
+"""Per-worker checkpoints: how far a worker got, so that rerunning the same call after a crash goes on there.
+
+A checkpoint is saved only after the files it lists are published, so everything it names exists. Its
+fingerprint covers what decides the worker's output (settings, ``fn``, the worker's inputs, rank and world
+size): a checkpoint with another fingerprint belongs to another call and is ignored, and the worker starts its
+share over. Saving costs a write or an upload, so a save is skipped while the previous one is recent compared
+with how long it took: checkpoints take at most about a tenth of a worker's time, however small the chunks.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import pickle
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from lit_streaming_writer.output import Output
+
+log = logging.getLogger(__name__)
+_KEY = "checkpoint"
+_COST_RATIO = 10.0
+
+
+def fingerprint(settings: dict[str, Any], fn: Callable, inputs: Sequence[Any], start: int, end: int) -> str:
+    """A digest of one worker's job. Inputs are hashed by their pickle (repr when they cannot be pickled)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(json.dumps(settings, sort_keys=True, default=repr).encode())
+    h.update(_callable_key(fn))
+    for i in range(start, end):
+        data = _item_bytes(inputs[i])
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()
+
+
+def _item_bytes(item: Any) -> bytes:
+    try:
+        return pickle.dumps(item, protocol=4)
+    except Exception:
+        return repr(item).encode()
+
+
+def _callable_key(fn: Callable) -> bytes:
+    """Name and bytecode of ``fn`` (through ``functools.partial``, with its bound arguments)."""
+    if isinstance(fn, functools.partial):
+        return _callable_key(fn.func) + _item_bytes((fn.args, sorted(fn.keywords.items())))
+    code = getattr(fn, "__code__", None)
+    name = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
+    return name.encode() + (code.co_code if code is not None else b"")
+
+
+class Checkpointer:
+    """Loads and saves one worker's checkpoint file ``name`` in the output folder."""
+
+    def __init__(self, out: Output, name: str, fingerprint: str) -> None:
+        self.out = out
+        self.name = name
+        self.fingerprint = fingerprint
+        self._last_save = float("-inf")
+        self._last_cost = 0.0
+
+    def load(self) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """``(document, progress)`` saved by an earlier run of this same job, or ``None``."""
+        text = self.out.read_text(self.name)
+        if text is None:
+            return None
+        try:
+            doc = json.loads(text)
+            progress = dict(doc.pop(_KEY))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            log.warning("Ignoring unreadable checkpoint %s", self.out.path(self.name))
+            return None
+        if progress.pop("fingerprint", None) != self.fingerprint:
+            log.warning(
+                "Checkpoint %s belongs to a different call (other inputs, settings or fn); starting this "
+                "worker's share over",
+                self.out.path(self.name),
+            )
+            return None
+        return doc, progress
+
+    def due(self) -> bool:
+        """Whether a save now keeps checkpointing within its share of the time (the first one always is)."""
+        return time.monotonic() - self._last_save >= _COST_RATIO * self._last_cost
+
+    def save(self, doc: dict[str, Any], progress: dict[str, Any]) -> None:
+        started = time.monotonic()
+        body = dict(doc)
+        body[_KEY] = {"fingerprint": self.fingerprint, **progress}
+        self.out.write_text(self.name, json.dumps(body, sort_keys=True))
+        self._last_save = time.monotonic()
+        self._last_cost = self._last_save - started

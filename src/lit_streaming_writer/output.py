@@ -1,0 +1,139 @@
+"""The folder a job writes into: a local path (possibly a shared network drive) or any fsspec URL (``s3://``).
+
+Workers produce files on local disk first and then publish them here: on a local folder publishing is a rename
+(the writer already wrote in place, so there is nothing to copy); on a remote store it is one upload per file,
+done as soon as the file is finished. Small metadata files (indexes, checkpoints) are written whole or not at
+all: temp file + rename locally, a single PUT remotely.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import shutil
+import tempfile
+from typing import Any
+
+import fsspec
+
+from lit_streaming.format.index import write_text_atomic
+
+
+class Output:
+    """A dataset folder addressed by a local path, ``file://`` URL or remote URL, plus fsspec options."""
+
+    def __init__(self, url: str | os.PathLike, storage_options: dict[str, Any] | None = None) -> None:
+        url = os.fspath(url)
+        self.is_local = "://" not in url or url.startswith("file://")
+        self.storage_options = dict(storage_options or {})
+        self._fs: Any = None
+        self._fs_pid = -1
+        if self.is_local:
+            self.root = os.path.abspath(os.path.expanduser(url.removeprefix("file://")))
+            self.url = self.root
+        else:
+            protocol, _ = fsspec.core.split_protocol(url)
+            self.root = fsspec.get_filesystem_class(protocol)._strip_protocol(url).rstrip("/")
+            self.url = url.rstrip("/")
+
+    @property
+    def fs(self) -> Any:
+        """The fsspec file system, made in the process that uses it: fsspec instances are not fork-safe."""
+        if self._fs_pid != os.getpid():
+            self._fs = fsspec.filesystem(fsspec.core.split_protocol(self.url)[0], **self.storage_options)
+            self._fs_pid = os.getpid()
+        return self._fs
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.root, name) if self.is_local else posixpath.join(self.root, name)
+
+    def ensure(self) -> None:
+        if self.is_local:
+            os.makedirs(self.root, exist_ok=True)
+        else:
+            self.fs.makedirs(self.root, exist_ok=True)
+
+    def names(self, folder: str = "") -> list[str]:
+        """File names directly in the folder (or a subfolder); ``[]`` when it does not exist."""
+        where = self.path(folder) if folder else self.root
+        if self.is_local:
+            if not os.path.isdir(where):
+                return []
+            return sorted(e.name for e in os.scandir(where) if e.is_file())
+        self.fs.invalidate_cache(where)  # other processes write here: never trust a cached listing
+        try:
+            entries = self.fs.ls(where, detail=True)
+        except FileNotFoundError:
+            return []
+        return sorted(posixpath.basename(e["name"].rstrip("/")) for e in entries if e["type"] == "file")
+
+    def entries(self) -> list[str]:
+        """Names of everything (files and folders) directly in the folder."""
+        if self.is_local:
+            return sorted(os.listdir(self.root)) if os.path.isdir(self.root) else []
+        self.fs.invalidate_cache(self.root)
+        try:
+            return sorted(posixpath.basename(p.rstrip("/")) for p in self.fs.ls(self.root, detail=False))
+        except FileNotFoundError:
+            return []
+
+    def read_text(self, name: str) -> str | None:
+        """The file's text, or ``None`` when it does not exist."""
+        try:
+            if self.is_local:
+                with open(self.path(name)) as f:
+                    return f.read()
+            self.fs.invalidate_cache(self.path(name))
+            return self.fs.cat_file(self.path(name)).decode()
+        except FileNotFoundError:
+            return None
+
+    def write_text(self, name: str, text: str) -> None:
+        """Publish a small file atomically (readers see the old version or the new one, never a part)."""
+        if self.is_local:
+            os.makedirs(os.path.dirname(self.path(name)), exist_ok=True)
+            write_text_atomic(self.path(name), text)
+        else:
+            self.fs.pipe_file(self.path(name), text.encode())
+
+    def remove(self, names: list[str]) -> None:
+        """Delete files (missing ones are fine: a crashed run may have left some and not others)."""
+        if not names:
+            return
+        if self.is_local:
+            for name in names:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(self.path(name))
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm([self.path(n) for n in names])
+
+    def remove_folder(self, folder: str) -> None:
+        if self.is_local:
+            shutil.rmtree(self.path(folder), ignore_errors=True)
+        elif self.fs.exists(self.path(folder)):
+            self.fs.rm(self.path(folder), recursive=True)
+
+    def publish(self, local_path: str, name: str) -> None:
+        """Move a finished local file to ``name`` (a relative path); the local file is gone afterwards."""
+        target = self.path(name)
+        if self.is_local:
+            if os.path.abspath(local_path) != target:
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                os.replace(local_path, target)
+            return
+        self.fs.put_file(local_path, target)
+        os.remove(local_path)
+
+    def staging_dir(self, folder: str) -> tuple[str, bool]:
+        """A local folder for files before they are published, and whether the caller must delete it.
+
+        Local outputs stage inside the output folder (same file system, so publishing is a rename); remote
+        outputs stage in a fresh temp folder.
+        """
+        if self.is_local:
+            path = self.path(folder) if folder else self.root
+            os.makedirs(path, exist_ok=True)
+            return path, False
+        return tempfile.mkdtemp(prefix="lit-streaming-writer-"), True

@@ -1,0 +1,92 @@
+"""One worker's share of an ``optimize`` job: ChunkWriter fills chunks in a local folder, every finished chunk
+is published to the output at once, and the worker's checkpoint (its partial index ``{rank}.index.json``)
+then lists it together with the position of the first sample not yet in a published chunk.
+
+Chunks are cut only by ChunkWriter and a checkpoint is saved only right after a cut, so a resumed worker
+starts a fresh chunk exactly where the interrupted one would have: the resumed dataset has the same chunks as
+an uninterrupted run, not just the same samples.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Any
+
+from lit_streaming.format.index import ChunkEntry, DatasetIndex
+from lit_streaming_writer.checkpoint import Checkpointer
+from lit_streaming_writer.errors import InputError
+from lit_streaming_writer.output import Output
+from lit_streaming_writer.writer import ChunkWriter
+
+
+class ShardWriter:
+    """Writes, publishes and checkpoints one rank's chunks; ``position`` is where a resumed rank continues."""
+
+    def __init__(
+        self,
+        out: Output,
+        rank: int,
+        settings: dict[str, Any],
+        existing: DatasetIndex | None,
+        first_chunk: int,
+        checkpointer: Checkpointer,
+    ) -> None:
+        self.out = out
+        self.checkpointer = checkpointer
+        self.chunks: list[ChunkEntry] = []
+        self.position: tuple[int, int] | None = None
+        config = None
+        resumed = checkpointer.load()
+        if resumed is not None:
+            doc, progress = resumed
+            part = DatasetIndex.from_json(json.dumps(doc), out.path(checkpointer.name))
+            self.chunks, config = part.chunks, part.config
+            self.position = (int(progress["next_input"]), int(progress["next_sample"]))
+        expected = DatasetIndex([], config) if config and config.get("data_format") else existing
+        self.local_dir, self._temporary = out.staging_dir("")
+        self.writer = ChunkWriter(
+            self.local_dir,
+            rank=rank,
+            chunk_size=settings["chunk_size"],
+            chunk_bytes=settings["chunk_bytes"],
+            compression=settings["compression"],
+            tokens=settings["tokens"],
+            first_chunk_index=first_chunk + len(self.chunks),
+            expected=expected,
+        )
+
+    def add(self, sample: Any, where: str, position: tuple[int, int]) -> None:
+        """Add the sample at ``position`` (input index, sample number within that input's samples)."""
+        before = len(self.writer.chunks)
+        try:
+            self.writer.add(sample, where)
+        except Exception as err:
+            message = str(err) if str(err).startswith(where) else f"{where}: {type(err).__name__}: {err}"
+            raise InputError(f"Cannot store a sample: {message}", position[0]) from err
+        if len(self.writer.chunks) > before:  # the chunk before this sample was cut and written
+            self._publish(before)
+            if self.checkpointer.due():
+                self._save(position)
+
+    def close(self, end: int) -> DatasetIndex:
+        """Write and publish the last chunk; the final checkpoint is the rank's part of the index."""
+        before = len(self.writer.chunks)
+        self.writer.flush()
+        self._publish(before)
+        self._save((end, 0))
+        return DatasetIndex(chunks=list(self.chunks), config=self.writer.config())
+
+    def cleanup(self) -> None:
+        if self._temporary:
+            shutil.rmtree(self.local_dir, ignore_errors=True)
+
+    def _publish(self, first_new: int) -> None:
+        for entry in self.writer.chunks[first_new:]:
+            self.out.publish(os.path.join(self.local_dir, entry.filename), entry.filename)
+            self.chunks.append(entry)
+
+    def _save(self, position: tuple[int, int]) -> None:
+        doc = {"chunks": [c.to_dict() for c in self.chunks], "config": self.writer.config()}
+        self.checkpointer.save(doc, {"next_input": position[0], "next_sample": position[1]})
