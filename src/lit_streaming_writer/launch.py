@@ -2,11 +2,10 @@
 
 1. Inside an existing world (a script started by ``torchrun`` or ``fabric run``, a script after
    ``fabric.launch()``, a function run by ``fabric.launch(fn)``, ``srun`` with several tasks): every process
-   of that world is one worker; rank r takes the r-th share of the inputs and rank 0 merges. Every rank must
-   call.
-   Rank, world size and the rendezvous address come from torch.distributed when it is initialized, else from
-   Fabric's cluster environments (TorchElastic, SLURM, LSF); a process group created here is destroyed
-   before returning.
+   of that world is one worker (every rank must call); rank r takes the r-th share of the inputs and rank 0
+   merges. Rank, world size and the rendezvous address come from torch.distributed when it is initialized,
+   else from Fabric's cluster environments (TorchElastic, SLURM, LSF); a process group created here is
+   destroyed before returning.
 2. A plain process asking for one worker: the job runs in this process (debuggable; lambdas fine).
 3. A plain process asking for more: ``Fabric(accelerator="cpu", devices=num_workers, num_nodes=num_nodes)``
    launches them with ``DDPStrategy(start_method="fork")``. Fork rather than spawn: workers inherit ``fn`` and
@@ -35,6 +34,9 @@ from lit_streaming_writer.coordinate import Job, Outcome, run_rank
 from lit_streaming_writer.errors import WorkerError
 
 _CALLS = itertools.count()  # names this process's successive rendezvous in a shared store (all ranks agree)
+# Variables that Fabric's TorchElastic, SLURM and LSF environments need in order to detect a world. Checked
+# first, so that a plain process does not pay the seconds that importing Lightning takes.
+_CLUSTER_MARKERS = {"TORCHELASTIC_RUN_ID", "SLURM_NTASKS", "LSB_JOBID"}
 
 
 def shard_bounds(num_inputs: int, num_shards: int) -> list[tuple[int, int]]:
@@ -92,7 +94,8 @@ class _World:
 def _existing_world() -> _World | None:
     if dist.is_available() and dist.is_initialized():
         return _World(dist.get_rank(), dist.get_world_size(), None)
-    # Imported on first use: importing Lightning takes seconds, and importing this package should not.
+    if not _CLUSTER_MARKERS & set(os.environ):
+        return None
     from lightning.fabric.plugins.environments import (
         LSFEnvironment,
         SLURMEnvironment,
@@ -221,7 +224,7 @@ def _caller_state_restored(nodes: int) -> Iterator[None]:
     try:
         yield
     finally:
-        for logger, level in zip(loggers, levels, strict=False):
+        for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
         rank_zero_only.rank = rank
         for key in set(os.environ) - set(environ):

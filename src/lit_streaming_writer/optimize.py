@@ -137,20 +137,20 @@ class _OptimizeJob:
 
     def run(self, rank: int, world_size: int, plan: _Plan, progress: Progress) -> DatasetIndex:
         start, end = launch.shard_bounds(self.total, world_size)[rank]
-        key = dict(
-            self.settings, base=plan.base, first_chunk=plan.first_chunk, rank=rank, world_size=world_size
-        )
-        key.update(total=self.total)
+        key = dict(self.settings, base=plan.base, first_chunk=plan.first_chunk, total=self.total)
+        key.update(rank=rank, world_size=world_size)
         checkpointer = Checkpointer(
             self.out, f"{rank}.index.json", fingerprint(key, self.fn, self.inputs, start, end)
         )
         shard = ShardWriter(self.out, rank, self.settings, plan.existing, plan.first_chunk, checkpointer)
-        keep = {c.filename for c in plan.existing.chunks} if plan.existing else set()
-        keep |= {c.filename for c in shard.chunks}
-        self.out.remove(
-            [n for n in self.out.names() if n not in keep and _owner(n) == rank and _CHUNK_NAME.match(n)]
-        )
         try:
+            # This rank's chunks that its checkpoint does not list: written after the last save of a crashed run.
+            keep = {c.filename for c in plan.existing.chunks} if plan.existing else set()
+            keep |= {c.filename for c in shard.chunks}
+            names = self.out.names()
+            self.out.remove(
+                [n for n in names if n not in keep and _owner(n) == rank and _CHUNK_NAME.match(n)]
+            )
             next_input, next_sample = shard.position or (start, 0)
             progress.advance(next_input - start)
             for i in range(next_input, end):

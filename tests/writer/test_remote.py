@@ -6,7 +6,16 @@ import functools
 
 import fsspec
 import pytest
-from _helpers import calls, chunk_files, download, kill_once, read_samples, sample, samples_of, write_files
+from _writer_helpers import (
+    calls,
+    chunk_files,
+    download,
+    kill_once,
+    read_samples,
+    sample,
+    samples_of,
+    write_files,
+)
 
 from lit_streaming_writer import DatasetExistsError, WorkerError, map, optimize
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _helpers import calls, chunk_files, kill_once, read_samples, sample, slow_sample
+from _writer_helpers import calls, chunk_files, kill_once, read_samples, sample, slow_sample
 
 from lit_streaming_writer import WorkerError, optimize
 
@@ -52,7 +52,7 @@ def test_whole_job_killed_then_rerun(tmp_path):
         textwrap.dedent(f"""
         import functools, sys
         sys.path.insert(0, {str(HERE)!r})
-        from _helpers import slow_sample
+        from _writer_helpers import slow_sample
         from lit_streaming_writer import optimize
 
         if __name__ == "__main__":
