@@ -183,13 +183,21 @@ def write_text_atomic(path: str, text: str) -> None:
 def merge_indexes(parts: list[DatasetIndex], source: str) -> DatasetIndex:
     """Concatenate partial indexes in the given order; their configs must agree (ignoring a 'not yet known'
     data format from writers that produced no sample)."""
-    parts = [p for p in parts if p.chunks]
-    if not parts:
+    numbered = [(k, p) for k, p in enumerate(parts) if p.chunks]
+    if not numbered:
         raise InvalidIndexError(f"{source}: no chunks were written (did every input return None?)")
-    config = dict(parts[0].config)
-    for part in parts[1:]:
+    first, config = numbered[0][0], dict(numbered[0][1].config)
+    for k, part in numbered[1:]:
         if _config_body(part.config) != _config_body(config):
-            raise InvalidIndexError(f"{source}: partial indexes disagree: {config} vs {part.config}")
+            differing = sorted(
+                key for key in set(config) | set(part.config) if config.get(key) != part.config.get(key)
+            )
+            raise InvalidIndexError(
+                f"{source}: partial index #{k} disagrees with #{first} on {differing}: "
+                f"{[config.get(key) for key in differing]} vs {[part.config.get(key) for key in differing]} "
+                "(the samples of one writer differ in structure or types from another's)"
+            )
+    parts = [p for _, p in numbered]
     chunks = [c for p in parts for c in p.chunks]
     return DatasetIndex(chunks=chunks, config=config)
 
