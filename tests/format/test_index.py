@@ -275,7 +275,9 @@ def test_merge_keeps_the_given_order_and_skips_empty_parts():
 
 
 def test_merge_refuses_disagreeing_parts():
-    with pytest.raises(InvalidIndexError, match="out: partial indexes disagree"):
+    with pytest.raises(
+        InvalidIndexError, match=r"out: partial index #1 disagrees with #0 on \[.data_format.\]"
+    ):
         merge_indexes([_part(["a.bin"]), _part(["b.bin"], data_format=["str"])], "out")
 
 
