@@ -122,7 +122,7 @@ class CacheMonitor:
     under which every chunk is published and evicted, so the sizes seen are ones the disk really held.
     """
 
-    def __init__(self, root: str, entry: str | None = None, interval_s: float = 0.002) -> None:
+    def __init__(self, root: str, entry: str | None = None, interval_s: float = 0.005) -> None:
         self.root = root
         self.lock = None if entry is None else os.path.join(entry, META, "lock")
         self.interval_s = interval_s

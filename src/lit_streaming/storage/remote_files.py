@@ -23,6 +23,8 @@ LOCAL_PREFIX = "local:"
 
 
 class RemoteFiles:
+    """Reads ``index.json`` and downloads chunks of the dataset at ``url``; every request is retried."""
+
     def __init__(self, url: str, storage_options: dict[str, Any] | None, settings: StorageSettings) -> None:
         self.url = url.rstrip("/")
         self.storage_options = dict(storage_options or {})
