@@ -30,11 +30,11 @@ class OpenChunks:
         if view is not None:
             self._open.move_to_end(k)
             return view
-        view = self._load(k)
-        self._open[k] = view
-        while len(self._open) > self.capacity:
+        while len(self._open) >= self.capacity:  # release first, so a reader never holds capacity + 1 chunks
             old, _ = self._open.popitem(last=False)
             self.source.release(old)
+        view = self._load(k)
+        self._open[k] = view
         return view
 
     def clear(self) -> None:

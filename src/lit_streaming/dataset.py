@@ -25,7 +25,12 @@ class StreamingDataset(IterableDataset):
     """Streams samples from an optimized dataset folder or URL.
 
     Args:
-        input_dir: dataset folder (or URL) holding ``index.json`` and the chunk files.
+        input_dir: dataset folder or fsspec URL (``s3://...``, ``local:/nfs/...``) holding ``index.json`` and
+            the chunk files.
+        cache_dir: root of the node-local cache shared by all datasets (each dataset version gets its own
+            folder in it); default ``$LIT_STREAMING_CACHE_DIR`` or ``~/.cache/lit_streaming``.
+        max_cache_size: disk budget for this dataset's cached chunks (``"50GB"``); remote datasets only.
+        storage_options: passed to this dataset's own fsspec filesystem (endpoint_url, key, secret, anon...).
         item_loader: ``TokensLoader(block_size)`` for token datasets; the default reads any pytree sample.
         shuffle: a new order every epoch from (seed, epoch), mixed across ``shuffle_window`` chunks.
         drop_last: ``True`` drops fewer than world_size x batch_size samples so every rank yields only full
