@@ -31,7 +31,8 @@ class StreamingDataModule(LightningDataModule):
         batch_size, num_workers, pin_memory, persistent_workers: passed to each StreamingDataLoader.
         shuffle: shuffle the training data (evaluation data is never shuffled).
         seed: seed for shuffling and mixing.
-        drop_last: see StreamingDataset (``None``: True when distributed).
+        drop_last: see StreamingDataset (``None``: True for training when distributed; evaluation splits keep
+            every sample and even out ranks with a few repeats).
         weights, iterate_over_all, batching_method: mixing settings when a source lists several datasets.
         block_size: read token datasets with ``TokensLoader(block_size)``.
         cache_dir, max_cache_size, storage_options: where and how remote chunks are cached and fetched.
@@ -91,13 +92,14 @@ class StreamingDataModule(LightningDataModule):
         self._restore: dict[str, Any] | None = None
 
     # ---- datasets --------------------------------------------------------------------------------------------
-    def _dataset(self, path: str, shuffle: bool) -> StreamingDataset:
+    def _dataset(self, path: str, split: str) -> StreamingDataset:
         return StreamingDataset(
             path,
             cache_dir=self.cache_dir,
             item_loader=TokensLoader(self.block_size) if self.block_size else None,
-            shuffle=shuffle,
-            drop_last=self.drop_last,
+            shuffle=self.shuffle and split == "train",
+            # Evaluation sees every sample: ranks are evened out with a few repeats, not by dropping samples.
+            drop_last=self.drop_last if self.drop_last is not None or split == "train" else False,
             seed=self.seed,
             max_cache_size=self.max_cache_size,
             subsample=self.subsample,
@@ -109,18 +111,17 @@ class StreamingDataModule(LightningDataModule):
 
     def _build(self, split: str) -> StreamingDataset | CombinedStreamingDataset | None:
         source = self.sources[split]
-        shuffle = self.shuffle and split == "train"
         if source is None or isinstance(source, (StreamingDataset, CombinedStreamingDataset)):
             return source
         if isinstance(source, str):
-            return self._dataset(source, shuffle)
+            return self._dataset(source, split)
         paths, weights = (
             (list(source), list(source.values())) if isinstance(source, dict) else (source, self.weights)
         )
         if not paths:
             raise ValueError(f"`{split}` lists no datasets")
         return CombinedStreamingDataset(
-            [self._dataset(p, shuffle) for p in paths],
+            [self._dataset(p, split) for p in paths],
             seed=self.seed,
             weights=weights,
             iterate_over_all=self.iterate_over_all,
@@ -148,16 +149,39 @@ class StreamingDataModule(LightningDataModule):
 
     def train_dataloader(self) -> StreamingDataLoader:
         loader = self._loader("train")
+        loader.limit_batches = self._train_batch_limit(loader)
         if self._restore is not None:
             # Lightning does not load the loader state itself when the checkpoint was taken after an epoch
             # ended, or when the loader was built early (estimated_stepping_batches): apply ours.
             loader.load_state_dict(self._restore)
             self._restore = None
+        elif self._train_loader is not None:
+            # Rebuilt (reload_dataloaders_every_n_epochs): go on from the previous loader's position, i.e. the
+            # next epoch, instead of starting over at epoch 0.
+            loader.load_state_dict(self._train_loader.state_dict())
         self._train_loader = loader
         return loader
 
-    def val_dataloader(self) -> StreamingDataLoader:
-        return self._loader("val")
+    def _train_batch_limit(self, loader: StreamingDataLoader) -> int | None:
+        """Where Lightning ends every epoch: it reads ``len(loader)`` once, when the loader is built, and stops
+        there or at ``limit_train_batches``. The loader ends its epochs at the same point, so that a checkpoint
+        taken after an epoch's last batch resumes into the next epoch. (Mixes with ``iterate_over_all=False``
+        draw epochs of varying length; Lightning cuts the longer ones at the first epoch's length.)"""
+        if self.trainer is None:
+            return None
+        length = len(loader)
+        limit = self.trainer.limit_train_batches
+        batches = length
+        if isinstance(limit, int) and not isinstance(limit, bool):
+            batches = min(length, limit)
+        elif isinstance(limit, float):
+            batches = int(length * limit)
+        varying = isinstance(loader.dataset, CombinedStreamingDataset) and not loader.dataset.iterate_over_all
+        return batches if batches < length or varying else None
+
+    def val_dataloader(self) -> StreamingDataLoader | list:
+        # Lightning asks for validation data whenever the model has a validation_step: no source, no validation.
+        return self._loader("val") if self.sources["val"] is not None else []
 
     def test_dataloader(self) -> StreamingDataLoader:
         return self._loader("test")

@@ -1,0 +1,127 @@
+"""Trainer DDP on the CPU over gloo, two processes.
+
+- ``ddp_spawn`` (in this process): no DistributedSampler, equal steps on every rank, every sample exactly once
+  per epoch across ranks, validation every epoch on every validation sample.
+- ``ddp`` (this file run as a script, Lightning re-launching it for rank 1), with two loader workers per rank: a
+  mid-epoch checkpoint resumes each rank exactly where the uninterrupted run went on. (DataLoader workers inside
+  ``ddp_spawn`` processes are themselves spawned, ~25 s each on 2 cores, so workers are exercised under ``ddp``.)
+
+Each process appends what it trained on to ``rank{r}.jsonl`` (see ``_lightning_support``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from _lightning_support import IdRecorder, read_records, sample, steps, write_ids
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from lit_streaming.datamodule import StreamingDataModule
+
+N, VAL, BATCH, WORLD, EPOCHS = 48, 11, 4, 2, 3
+STEPS = N // (WORLD * BATCH)  # 6 per rank per epoch
+CKPT_STEP = 4  # mid epoch 0
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lightning_ddp")
+    return {
+        "train": write_ids(sample, N, root / "train", chunk_size=5),
+        "val": write_ids(sample, VAL, root / "val", chunk_size=4),
+    }
+
+
+def fit(train: str, val: str, root: Path, strategy: str, workers: int, ckpt_path: str | None = None) -> None:
+    dm = StreamingDataModule(train=train, val=val, batch_size=BATCH, num_workers=workers, seed=3)
+    callbacks = []
+    if ckpt_path is None:
+        callbacks.append(
+            ModelCheckpoint(root / "ckpt", filename="{step}", every_n_train_steps=CKPT_STEP, save_top_k=-1)
+        )
+    trainer = Trainer(
+        accelerator="cpu",
+        devices=WORLD,
+        strategy=strategy,
+        max_epochs=EPOCHS,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=bool(callbacks),
+        callbacks=callbacks,
+        num_sanity_val_steps=0,
+        default_root_dir=root,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(does not have many workers|callbacks used to create).*")
+        trainer.fit(IdRecorder(str(root / "ids")), datamodule=dm, ckpt_path=ckpt_path)
+
+
+def _per_rank(root: Path) -> list[list[tuple[int, int, list[int]]]]:
+    return [steps(read_records(root / "ids", rank)) for rank in range(WORLD)]
+
+
+def test_ddp_spawn_exactly_once_equal_steps_and_validation(data, tmp_path):
+    fit(data["train"], data["val"], tmp_path, "ddp_spawn", workers=0)
+    per_rank = _per_rank(tmp_path)
+    for rank in range(WORLD):
+        (loader,) = read_records(tmp_path / "ids", rank, kind="loader")
+        assert loader["loader"] == "StreamingDataLoader" and loader["world_size"] == WORLD
+        assert "Distributed" not in loader["sampler"], "Lightning injected a DistributedSampler"
+        assert loader["batches"] == STEPS
+    assert [len(s) for s in per_rank] == [STEPS * EPOCHS] * WORLD, "ranks ran different numbers of steps"
+    for epoch in range(EPOCHS):
+        seen = [i for s in per_rank for (e, _, ids) in s if e == epoch for i in ids]
+        assert sorted(seen) == list(range(N)), f"epoch {epoch}: not every sample exactly once across ranks"
+    orders = {tuple(i for (e, _, ids) in per_rank[0] if e == epoch for i in ids) for epoch in range(EPOCHS)}
+    assert len(orders) == EPOCHS, "every epoch has its own shuffle"
+
+    val = [read_records(tmp_path / "ids", rank, kind="val") for rank in range(WORLD)]
+    for rank in range(WORLD):
+        assert [v["epoch"] for v in val[rank]] == list(range(EPOCHS)), "validation did not run every epoch"
+    for epoch in range(EPOCHS):
+        ids = [val[rank][epoch]["ids"] for rank in range(WORLD)]
+        assert len({len(v) for v in ids}) == 1, "ranks validated on different numbers of samples"
+        counts = Counter(i for v in ids for i in v)
+        # every validation sample; the few that even out the ranks are repeats
+        assert set(counts) == set(range(VAL)) and sum(counts.values()) - VAL < WORLD
+
+
+def _script(mode: str, data: dict, root: Path, *extra: str) -> None:
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    for name in ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "RANK"):
+        env.pop(name, None)
+    cmd = [sys.executable, __file__, mode, data["train"], data["val"], str(root), *extra]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+
+
+def test_ddp_resume_with_workers_from_mid_epoch_checkpoint(data, tmp_path):
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    _script("reference", data, reference)
+    ckpt = reference / "ckpt" / f"step={CKPT_STEP}.ckpt"
+    state = torch.load(ckpt, weights_only=True)["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert state[0]["consumed"] == CKPT_STEP * BATCH and state[0]["world_size"] == WORLD
+    _script("resume", data, resumed, str(ckpt))
+
+    ref = _per_rank(reference)
+    assert [len(s) for s in ref] == [STEPS * EPOCHS] * WORLD
+    for epoch in range(EPOCHS):
+        assert sorted(i for s in ref for (e, _, ids) in s if e == epoch for i in ids) == list(range(N))
+    for rank, got in enumerate(_per_rank(resumed)):
+        assert got == ref[rank][CKPT_STEP:], f"rank {rank} diverged after resuming"
+        assert len({e for e, _, _ in got}) == EPOCHS  # the rest of epoch 0, then two more epochs
+
+
+if __name__ == "__main__":
+    # python test_lightning_ddp.py reference|resume TRAIN VAL OUT [CKPT]: a `ddp` fit with 2 workers per rank
+    mode, train, val, out = sys.argv[1:5]
+    fit(train, val, Path(out), "ddp", workers=2, ckpt_path=sys.argv[5] if mode == "resume" else None)
