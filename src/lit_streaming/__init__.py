@@ -7,9 +7,19 @@ from lit_streaming.item_loaders import PyTreeLoader, TokensLoader
 
 __all__ = [
     "CombinedStreamingDataset",
+    "StreamingDataModule",
     "PyTreeLoader",
     "ResumeError",
     "StreamingDataLoader",
     "StreamingDataset",
     "TokensLoader",
 ]
+
+
+def __getattr__(name: str):
+    # Lightning is imported only by those who use the DataModule (it adds seconds to every import).
+    if name == "StreamingDataModule":
+        from lit_streaming.datamodule import StreamingDataModule
+
+        return StreamingDataModule
+    raise AttributeError(f"module 'lit_streaming' has no attribute {name!r}")

@@ -23,7 +23,8 @@ class CombinedStreamingDataset(IterableDataset):
     """Mix ``datasets`` by ``weights`` (normalised; default proportional to dataset length).
 
     ``iterate_over_all=True`` goes on until every dataset is exhausted (the weights renormalise as datasets run
-    out); ``False`` stops when the first one is. ``batching_method="stratified"`` draws a dataset per sample,
+    out); ``False`` takes exactly each dataset's weight share of an epoch that ends as the first dataset is
+    exhausted (the same length every epoch, in a new random order). ``batching_method="stratified"`` draws a dataset per sample,
     ``"per_stream"`` one per batch, so every batch comes from a single dataset (a dataset's last < batch_size
     samples are then not used in that epoch).
     """
@@ -71,8 +72,7 @@ class CombinedStreamingDataset(IterableDataset):
         )
 
     def epoch_length(self, world_size: int, batch_size: int) -> int:
-        """Samples each rank yields per epoch. Depends on the epoch's draw only when iterate_over_all=False;
-        the length of epoch 0 is then reported and each epoch's actual length is used when iterating."""
+        """Samples each rank yields per epoch (the same every epoch)."""
         return self._length(self._control.epoch, world_size, batch_size)
 
     def _length(self, epoch: int, world_size: int, batch_size: int) -> int:

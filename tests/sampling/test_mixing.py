@@ -44,8 +44,12 @@ def test_mix_invariants(lengths, data, seed, epoch, iterate_over_all, batch_size
     elif np.any(positive & (caps == 0)):
         assert choices.size == 0
     else:
-        exhausted = np.flatnonzero(positive & (counts == caps))
-        assert exhausted.tolist() == [choices[-1]], "must stop right when the first child runs out"
+        assert np.any(positive & (counts == caps)), "must end as the first child runs out"
+        other_epoch = mix_choices(lengths, weights, seed, epoch + 1, iterate_over_all, batch_size, per_stream)
+        np.testing.assert_array_equal(counts, counts_of(other_epoch, k))  # same shares, same length
+        share = np.array(weights) / sum(w for w in weights if w > 0)
+        total_units = counts.sum() // unit
+        assert np.all(np.abs(counts // unit - share * total_units) <= 1 + share * k)
     positions = mix_positions(choices)
     for c in range(k):
         np.testing.assert_array_equal(positions[choices == c], np.arange(counts[c]))
@@ -66,7 +70,8 @@ def test_iterate_over_all_renormalises_after_exhaustion():
     last_small = np.flatnonzero(choices == 0)[-1]
     assert last_small < 1000  # the small child ran out early; the rest is all child 1
     assert np.all(choices[last_small + 1 :] == 1)
-    assert mix_choices([100, 10**5], [1, 1], 4, 0, False, 1, False).size == last_small + 1
+    # iterate_over_all=False: equal shares until the small child is exhausted.
+    assert counts_of(mix_choices([100, 10**5], [1, 1], 4, 0, False, 1, False), 2).tolist() == [100, 100]
 
 
 def test_identical_across_calls_and_different_per_epoch():

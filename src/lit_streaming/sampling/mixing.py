@@ -68,6 +68,17 @@ def _draw_until_exhaustion(rng: np.random.Generator, p: np.ndarray, need: np.nda
         return np.concatenate(out)
 
 
+def _shares(available: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Each positive-weight child's exact weight share of a mix that ends as the first child runs out."""
+    positive = w > 0
+    p = np.where(positive, w / w[positive].sum(), 0.0)
+    ratio = np.where(positive, available / np.where(positive, p, 1.0), np.inf)
+    limiting = int(np.argmin(ratio))
+    counts = np.minimum(np.floor(p * ratio[limiting] + 1e-9).astype(np.int64), available)
+    counts[limiting] = available[limiting]
+    return counts
+
+
 def mix_choices(
     child_lengths: Sequence[int],
     weights: Sequence[float],
@@ -82,9 +93,10 @@ def mix_choices(
     Each position draws a child with probability proportional to ``weights`` among children not
     yet exhausted; zero-weight children are never drawn and do not count. ``iterate_over_all``:
     an exhausted child is dropped and the rest renormalised until all are exhausted (length =
-    sum of the positive-weight children's lengths); otherwise the mix stops right after the draw
-    that takes the last sample of the first child to run out (a positive-weight child that is
-    empty from the start gives an empty mix). ``per_stream``: one draw per batch of
+    sum of the positive-weight children's lengths). Otherwise every child contributes exactly its
+    weight share of a mix that ends as the first child runs out, in a random order drawn per
+    epoch: the length is the same every epoch (Lightning reads ``len`` once), and a
+    positive-weight child that is empty from the start gives an empty mix. ``per_stream``: one draw per batch of
     ``batch_size`` positions, all from that child; a child with fewer than B samples left is
     exhausted, so its tail (< B samples) is not yielded.
     """
@@ -95,6 +107,9 @@ def mix_choices(
     if not iterate_over_all and np.any((w > 0) & (remaining == 0)):
         return np.zeros(0, dtype=dtype)
     rng = make_rng(seed, epoch, _MIX_STREAM)
+    if not iterate_over_all:
+        choices = rng.permutation(np.repeat(np.arange(lengths.size, dtype=dtype), _shares(remaining, w)))
+        return np.repeat(choices, unit) if unit > 1 else choices
     pieces = []
     active = np.flatnonzero(remaining > 0)
     while active.size:
