@@ -82,7 +82,10 @@ class OpenChunks:
                 buffer = b""
             else:
                 buffer = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
-        return ChunkView(memoryview(buffer), name, expected_items=entry.chunk_size)
+        view = ChunkView(memoryview(buffer), name, expected_items=entry.chunk_size)
+        if isinstance(buffer, mmap.mmap):
+            view.mapping = buffer
+        return view
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)

@@ -12,6 +12,8 @@ from lit_streaming.format.index import ChunkEntry, DatasetIndex, InvalidIndexErr
 from lit_streaming.format.items import split_pytree_item
 from lit_streaming.format.serializers import PickleNotAllowedError, serializer_named
 
+_VIEW_FORMATS = ("no_header_numpy", "numpy", "no_header_tensor", "tensor")
+
 
 class ItemLoader(ABC):
     """Turns chunk bytes into samples. One instance per dataset; cheap to pickle into workers."""
@@ -50,6 +52,9 @@ class PyTreeLoader(ItemLoader):
         except Exception as err:
             raise InvalidIndexError(f"{source}: config.data_spec is not a valid pytree spec ({err})") from err
         self._pairs = list(zip(self._serializers, self._formats, strict=False))
+        # Array leaves are returned as zero-copy views of the chunk; every other leaf is decoded into fresh
+        # memory, after which the item's mapped pages are no longer needed.
+        self._views = any(fmt.split(":")[0] in _VIEW_FORMATS for fmt in self._formats)
 
     def chunk_length(self, entry: ChunkEntry) -> int:
         return entry.chunk_size
@@ -59,6 +64,8 @@ class PyTreeLoader(ItemLoader):
             view.item(local_index), len(self._pairs), f"{view.name} item {local_index}"
         )
         values = [ser.deserialize(data, fmt) for data, (ser, fmt) in zip(leaves, self._pairs, strict=False)]
+        if not self._views:
+            view.drop_item_pages(local_index)
         if self._spec is None:
             return values[0] if len(values) == 1 else values
         return pytree.unflatten(values, self._spec)

@@ -6,6 +6,7 @@ naming the file instead of a crash or a garbage sample.
 
 from __future__ import annotations
 
+import mmap
 import zlib
 from collections.abc import Sequence
 
@@ -45,7 +46,7 @@ def checksum(data: bytes | memoryview) -> str:
 class ChunkView:
     """Zero-copy item access over a chunk's bytes (an mmap or a bytes object)."""
 
-    __slots__ = ("buffer", "name", "num_items", "offsets")
+    __slots__ = ("buffer", "mapping", "name", "num_items", "offsets")
 
     def __init__(self, buffer: bytes | memoryview, name: str, expected_items: int | None = None) -> None:
         self.buffer = memoryview(buffer).cast("B") if not isinstance(buffer, memoryview) else buffer
@@ -69,6 +70,19 @@ class ChunkView:
             )
         self.num_items = n
         self.offsets = offsets
+        self.mapping: mmap.mmap | None = None  # set when ``buffer`` views a file mapping
+
+    def drop_item_pages(self, j: int) -> None:
+        """Let the kernel drop the mapped pages that only item ``j`` occupies, once it has been decoded into
+        fresh memory. Each sample is read once per epoch, so those pages would otherwise stay in the process's
+        resident memory until the chunk closes. Pages shared with a neighbouring item are kept; a dropped page
+        is re-read from the page cache if ever touched again (the mapping is private and never written)."""
+        if self.mapping is None:
+            return
+        start = -(-int(self.offsets[j]) // mmap.PAGESIZE) * mmap.PAGESIZE
+        end = int(self.offsets[j + 1]) // mmap.PAGESIZE * mmap.PAGESIZE
+        if end > start:
+            self.mapping.madvise(mmap.MADV_DONTNEED, start, end - start)
 
     def item(self, j: int) -> memoryview:
         if not 0 <= j < self.num_items:
