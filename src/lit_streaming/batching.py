@@ -19,7 +19,7 @@ from torch.utils.data import get_worker_info
 from torch.utils.data._utils.collate import collate, default_collate_fn_map
 
 MAX_SLOTS = 64
-_MIN_POOLED_BYTES = 1 << 18
+_MIN_POOLED_BYTES = 1 << 14  # below this a fresh segment is as cheap as a slot lookup
 _HEADER = 64  # bytes before the data: magic, token, worker, slot (keeps the data 64-byte aligned)
 _MAGIC = 0x4C53_5054_4F4F_4C31  # "LSPTOOL1"
 
@@ -41,7 +41,7 @@ class _WorkerPool:
                 return storage, index
         if len(self.slots) >= self.table.shape[1]:
             return None
-        size = _HEADER + (nbytes + (1 << 20) - 1) // (1 << 20) * (1 << 20)
+        size = _HEADER + (nbytes + (1 << 16) - 1) // (1 << 16) * (1 << 16)
         storage = torch.UntypedStorage(size).share_memory_()
         self.slots.append(storage)
         return storage, len(self.slots) - 1
