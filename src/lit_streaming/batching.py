@@ -105,7 +105,7 @@ class PooledCollate:
                 continue
             magic, token, worker, slot = torch.empty(0, dtype=torch.int64).set_(storage, 0, (4,)).tolist()
             if magic == _MAGIC and 0 <= worker < self.table.shape[0] and 0 <= slot < self.table.shape[1]:
-                weakref.finalize(storage, _release, self.table, worker, slot, token)
+                weakref.finalize(storage, _release, self.table, worker, slot, token).atexit = False
 
 
 def _release(table: torch.Tensor, worker: int, slot: int, token: int) -> None:

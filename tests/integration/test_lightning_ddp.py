@@ -16,6 +16,7 @@ import subprocess
 import sys
 import warnings
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ import torch
 from _lightning_support import IdRecorder, read_records, sample, steps, write_ids
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.strategies import DDPStrategy
 
 from lit_streaming.datamodule import StreamingDataModule
 
@@ -47,6 +49,9 @@ def fit(train: str, val: str, root: Path, strategy: str, workers: int, ckpt_path
         callbacks.append(
             ModelCheckpoint(root / "ckpt", filename="{step}", every_n_train_steps=CKPT_STEP, save_top_k=-1)
         )
+    if strategy == "ddp":
+        # A rank that fails or stalls must end the job with its error, not leave the other waiting 30 minutes.
+        strategy = DDPStrategy(timeout=timedelta(seconds=90))
     trainer = Trainer(
         accelerator="cpu",
         devices=WORLD,
@@ -100,7 +105,13 @@ def _script(mode: str, data: dict, root: Path, *extra: str) -> None:
     for name in ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "RANK"):
         env.pop(name, None)
     cmd = [sys.executable, __file__, mode, data["train"], data["val"], str(root), *extra]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    try:
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    except subprocess.TimeoutExpired as err:
+        out = (err.stdout or b"").decode(errors="replace")[-3000:] + (err.stderr or b"").decode(
+            errors="replace"
+        )[-5000:]
+        raise AssertionError(f"{mode} run timed out; its output:\n{out}") from None
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
 
 
