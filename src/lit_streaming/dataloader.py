@@ -6,6 +6,7 @@ checkpoint taken while training on batch k says "k batches consumed" whatever th
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -135,38 +136,26 @@ class StreamingDataLoader(DataLoader):
         )
         if start >= self._epoch_end(world_size):
             return
-        if self._profile_out is None:
-            for batch in super().__iter__():
-                self._consumed = min(self._consumed + self.batch_size, m)  # type: ignore[operator]
-                self._watch(batch)
-                yield batch
-                if self._limit_reached():
-                    return
-            return
-        yield from self._profiled_iter(m, rank)
-
-    def _profiled_iter(self, m: int, rank: int) -> Iterator[Any]:
-        """The same iteration, recording how long the consumer waits for each of the first batches."""
-        recorder = profiling.TraceRecorder(f"rank {rank} main")
-        wanted = min(self._traced_batches, sampling.num_batches(m, self._consumed, self.batch_size))  # type: ignore[arg-type]
+        # Profiling records how long the consumer waits for each of the first batches (see profiling.py).
+        recorder = profiling.TraceRecorder(f"rank {rank} main") if self._profile_out else None
+        traced = min(self._traced_batches, sampling.num_batches(m, start, self.batch_size))  # type: ignore[arg-type]
         iterator = super().__iter__()
-        for n in range(10**12):
-            start = profiling.now_us()
+        for n in itertools.count():
+            waited_from = profiling.now_us()
             try:
                 batch = next(iterator)
             except StopIteration:
-                break
-            if n < wanted:
-                recorder.span("wait_for_batch", "loader", start, profiling.now_us(), batch=n)
-                if n == wanted - 1:
-                    workers = max(1, self.num_workers)
+                return
+            if recorder is not None and n < traced:
+                recorder.span("wait_for_batch", "loader", waited_from, profiling.now_us(), batch=n)
+                if n == traced - 1:
                     self.profile_trace = profiling.merge(
-                        self._profile_out,
+                        self._profile_out,  # type: ignore[arg-type]
                         self._epoch,
                         rank,
                         recorder,
-                        min(workers, wanted),
-                        timeout=30.0,  # type: ignore[arg-type]
+                        min(max(1, self.num_workers), traced),
+                        timeout=30.0,
                     )
             self._consumed = min(self._consumed + self.batch_size, m)  # type: ignore[operator]
             self._watch(batch)

@@ -80,7 +80,7 @@ class StreamingDataset(IterableDataset):
         )
         self._chunk_offsets = np.concatenate([[0], np.cumsum(self.chunk_lengths)])
         self.num_samples = int(self._chunk_offsets[-1])
-        self._ids = sampling.subsample_ids(self.chunk_lengths, self.subsample, self.seed)
+        self._epoch_samples = sampling.subsample_count(self.num_samples, self.subsample)
         self._chunks = OpenChunks(self._source, self._index, capacity=shuffle_window + 4)
         self._resume_chain: tuple[tuple[int, int], ...] = ()
         self._control = IterationControl()
@@ -90,7 +90,7 @@ class StreamingDataset(IterableDataset):
     # ---- random access -------------------------------------------------------------------------------------
     def __len__(self) -> int:
         """Samples in one epoch of the whole dataset (after ``subsample``)."""
-        return len(self._ids)
+        return self._epoch_samples
 
     def __getitem__(self, index: int) -> Any:
         """Sample ``index`` of the stored dataset (0 <= index < num_samples), transformed."""
