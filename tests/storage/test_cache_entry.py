@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import subprocess
@@ -15,7 +14,7 @@ from _storage_support import tree_bytes, write_dataset
 
 from lit_streaming.format.index import read_index
 from lit_streaming.storage.cache_entry import META, CacheEntry
-from lit_streaming.storage.errors import CacheTimeoutError
+from lit_streaming.storage.errors import CacheFullError, CacheTimeoutError
 from lit_streaming.storage.owners import current_owner, owner_alive
 from lit_streaming.storage.settings import StorageSettings
 
@@ -78,17 +77,73 @@ def test_an_in_flight_download_counts_at_full_size(tmp_path, dataset):
     assert entry.usage() == before
 
 
-def test_a_prefetch_never_evicts_pins_but_a_blocked_reader_proceeds_with_a_warning(tmp_path, dataset, caplog):
-    entry = open_entry(tmp_path, dataset, chunks_room=2)
+def test_pins_never_push_the_cache_past_its_bound(tmp_path, dataset):
+    entry = open_entry(tmp_path, dataset, chunks_room=2, room_timeout_s=0.3)
     for k in range(2):
         put(entry, dataset, k)
         entry.pin(k)
-    assert entry.reserve(2, blocking_reader=False) is None
-    with caplog.at_level(logging.WARNING, logger="lit_streaming.storage"):
-        tmp = entry.reserve(2, blocking_reader=True)
-    assert tmp is not None and present(entry) == [0, 1]
-    assert "smaller than the chunks readers hold open" in caplog.text
-    entry.discard(tmp)
+    assert entry.reserve(2, blocking_reader=False) is None  # a prefetch never evicts pins
+    put(entry, dataset, 2)  # a blocked reader within the bound may go one chunk past it
+    entry.pin(2)
+    assert present(entry) == [0, 1, 2] and entry.usage() == entry.max_bytes + entry.size_of(2)
+    start = time.monotonic()
+    with pytest.raises(CacheFullError, match=r"is full: max_cache_size=\d+ bytes.*pinned by this reader"):
+        entry.reserve(3, blocking_reader=True)  # only this reader could free room: no point waiting
+    assert time.monotonic() - start < 0.2 and present(entry) == [0, 1, 2]
+
+
+def test_a_blocked_reader_waits_for_another_reader_to_release_a_chunk(tmp_path, dataset):
+    me = open_entry(tmp_path, dataset, chunks_room=2, room_timeout_s=10)
+    other = open_entry(tmp_path, dataset, chunks_room=2)
+    put(me, dataset, 0)
+    me.pin(0)
+    put(other, dataset, 1)
+    other.pin(1)
+    put(me, dataset, 2)  # one chunk past the bound
+    me.pin(2)
+    releaser = threading.Timer(0.3, other.unpin, args=(1,))
+    releaser.start()
+    start = time.monotonic()
+    tmp = me.reserve(3, blocking_reader=True)
+    assert 0.25 < time.monotonic() - start < 5 and not other.is_published(1)
+    me.discard(tmp)
+    releaser.join()
+
+
+def test_a_blocked_reader_gives_up_after_room_timeout(tmp_path, dataset):
+    me = open_entry(tmp_path, dataset, chunks_room=1, room_timeout_s=0.3)
+    other = open_entry(tmp_path, dataset, chunks_room=1)
+    put(other, dataset, 0)
+    other.pin(0)
+    put(me, dataset, 1)
+    me.pin(1)
+    start = time.monotonic()
+    with pytest.raises(CacheFullError, match=r"after waiting 0.3s.*by other readers"):
+        me.reserve(2, blocking_reader=True)
+    assert time.monotonic() - start < 3
+
+
+def test_a_blocked_reader_may_evict_prefetch_pins(tmp_path, dataset):
+    me = open_entry(tmp_path, dataset, chunks_room=2)
+    other = open_entry(tmp_path, dataset, chunks_room=2)
+    for k in range(2):
+        put(other, dataset, k)
+        other.pin(k, ahead=True)
+    assert me.reserve(2, blocking_reader=False) is None  # another prefetch may not
+    put(me, dataset, 2)
+    assert present(me) == [1, 2] and me.usage() <= me.max_bytes
+
+
+def test_chunks_per_reader_says_what_the_budget_holds(tmp_path, dataset):
+    entry = open_entry(tmp_path, dataset, chunks_room=6)
+    chunk = max(entry.size_of(k) for k in range(8))
+    assert entry.chunks_per_reader(1) == 6 * entry.size_of(0) // chunk
+    assert entry.chunks_per_reader(2) == entry.chunks_per_reader(1) // 2
+    assert entry.chunks_per_reader(7) == 0
+    assert entry.chunks_per_reader(3, chunk_bytes=entry.size_of(0) // 2) == 4
+    index = read_index(str(dataset / "index.json"))
+    unbounded = CacheEntry.open(str(tmp_path / "cache" / "ds" / "u"), index, b"{}", None, StorageSettings())
+    assert unbounded.chunks_per_reader(4) is None
 
 
 def test_a_prefetch_evicts_nothing_unless_that_makes_room(tmp_path, dataset):

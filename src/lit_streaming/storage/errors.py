@@ -22,5 +22,10 @@ class CacheTimeoutError(StorageError, TimeoutError):
     """A wait on the cache (a lock, or another process's download) took longer than its timeout."""
 
 
+class CacheFullError(StorageError):
+    """The cache cannot make room for a chunk without going past ``max_cache_size``: readers pin more chunks
+    than the budget holds. The message says how much is pinned and by whom."""
+
+
 class ChunkIntegrityError(CorruptChunkError):
     """A chunk's stored bytes do not match the size or checksum recorded in index.json."""

@@ -3,27 +3,37 @@
 A chunk the reader needs and no prefetch has is downloaded in the reader's own thread. A small thread pool
 downloads the chunks the reader will open next, in its first-use order: at most ``prefetch_chunks`` ahead of
 the furthest chunk opened, within ``prefetch_fraction`` of ``max_cache_size``. Every chunk this process holds
-open or prefetched is pinned in the entry until the reader releases it, so no process on the machine evicts it.
+open is pinned in the entry until the reader releases it, so no process on the machine evicts it; chunks
+prefetched for it are pinned more weakly (see ``CacheEntry``).
 """
 
 from __future__ import annotations
 
+import logging
+import multiprocessing.util
 import os
 import threading
-import weakref
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from lit_streaming.format.index import DatasetIndex
 from lit_streaming.storage.cache_entry import CacheEntry
-from lit_streaming.storage.errors import CacheTimeoutError
-from lit_streaming.storage.integrity import whole_file_compressed
+from lit_streaming.storage.errors import CacheTimeoutError, ChunkIntegrityError
+from lit_streaming.storage.integrity import verify_file, whole_file_compressed
 from lit_streaming.storage.remote_files import RemoteFiles
 from lit_streaming.storage.settings import StorageSettings
 
+logger = logging.getLogger("lit_streaming.storage")
+
 
 class ChunkFetcher:
-    """Not picklable and bound to the process that made it (``RemoteSource`` makes one per process)."""
+    """Not picklable and bound to the process that made it (``RemoteSource`` makes one per process).
+
+    Chunks the reader holds open carry a held pin; chunks planned for prefetch carry an ahead pin, which a
+    reader elsewhere that is blocked on a download may evict, so a chunk is pinned as held (and its presence
+    checked) before ``get`` returns it. A chunk found in the cache is verified (size, and checksum when index.json
+    has one) the first time this process opens it; a damaged copy is downloaded again, once.
+    """
 
     def __init__(self, entry: CacheEntry, files: RemoteFiles, index: DatasetIndex, settings: StorageSettings):
         self._entry = entry
@@ -40,32 +50,39 @@ class ChunkFetcher:
         )
         self._lock = threading.Lock()
         self._pending: dict[int, Future[bool]] = {}  # prefetches started and not yet settled
-        self._ready: set[int] = set()  # published and pinned by this process
-        self._pins: set[int] = set()  # chunks with this process's pin marker in the entry
+        self._verified: set[int] = set()  # chunks this process downloaded or checked
         self._held: Counter[int] = Counter()  # chunks the reader opened and has not released
         self._ahead: set[int] = set()  # chunks pinned for prefetching, not yet opened
         self._order: list[int] = []
         self._position: dict[int, int] = {}
         self._cursor = 0  # position in _order after the furthest chunk opened
-        weakref.finalize(self, _close, os.getpid(), self._pool, entry, self._pins)
+        # Runs when the fetcher is collected, at interpreter exit, and when a DataLoader worker process ends
+        # (multiprocessing runs its finalizers there; atexit hooks do not run in forked workers).
+        self._finalizer = multiprocessing.util.Finalize(
+            self, _close, args=(os.getpid(), self._pool, entry), exitpriority=10
+        )
+
+    def close(self) -> None:
+        """Stop prefetching and drop this reader's pins and user marker now."""
+        self._finalizer()
 
     # ---- reader interface ----------------------------------------------------------------------------------
     def get(self, k: int) -> str:
         """The local path of chunk ``k``, downloading it first if needed; pinned until ``release(k)``."""
         with self._lock:
+            first = self._held[k] == 0
             self._held[k] += 1
             self._ahead.discard(k)
             position = self._position.get(k)
             if position is not None:
                 self._cursor = max(self._cursor, position + 1)
-            ready = k in self._ready
             future = self._pending.get(k)
         try:
-            if not ready:
-                if not self._pin(k) and not (future is not None and self._wait(k, future)):
+            if first:
+                published = self._entry.pin(k)  # held from here on: nobody evicts it
+                if not published and not (future is not None and self._wait(k, future)):
                     self._fetch(k, blocking_reader=True)
-                with self._lock:
-                    self._ready.add(k)
+                self._verify_cached(k)
         except BaseException:
             self.release(k)
             raise
@@ -79,7 +96,11 @@ class ChunkFetcher:
             self._held[k] -= 1
             if self._held[k] == 0:
                 del self._held[k]
-        self._unpin_if_unused(k)
+                unpin = True
+            else:
+                unpin = False
+        if unpin:
+            self._entry.unpin(k)
         self._schedule()
 
     def plan(self, order: list[int]) -> None:
@@ -92,25 +113,24 @@ class ChunkFetcher:
             for k, future in list(self._pending.items()):
                 if future.done():  # a failure from an earlier pass must not be raised in this one
                     del self._pending[k]
-        for k in previous:
-            self._unpin_if_unused(k)
-        self._schedule()
+        self._schedule(dropped=previous)
 
     # ---- internals -----------------------------------------------------------------------------------------
-    def _pin(self, k: int) -> bool:
-        """Pin chunk ``k`` for this process; return whether it is published."""
+    def _verify_cached(self, k: int) -> None:
+        """Check a chunk this process did not download itself, once; repair a damaged copy by downloading it
+        again (an error if the new copy is bad too). Bit rot or a truncated file in the cache is never served."""
         with self._lock:
-            already = k in self._pins
-            self._pins.add(k)
-        return self._entry.is_published(k) if already else self._entry.pin(k)
-
-    def _unpin_if_unused(self, k: int) -> None:
-        with self._lock:
-            if self._held[k] > 0 or k in self._ahead or k not in self._pins:
+            if k in self._verified:
                 return
-            self._pins.discard(k)
-            self._ready.discard(k)
-        self._entry.unpin(k)
+        entry = self._index.chunks[k]
+        url = self._files.url_of(entry.filename)
+        try:
+            verify_file(self._entry.chunk_file(k), entry, self._whole_file, f"cached {url} (chunk {k})")
+        except ChunkIntegrityError as err:
+            logger.warning("Downloading %s again: the cached copy is damaged (%s)", url, err)
+            self._fetch(k, blocking_reader=True, repair=True)
+        with self._lock:
+            self._verified.add(k)
 
     def _wait(self, k: int, future: Future[bool]) -> bool:
         """Wait for a prefetch of ``k``; True if it published the chunk, False if it found no room."""
@@ -121,21 +141,18 @@ class ChunkFetcher:
         with self._lock:
             if self._pending.get(k) is future:
                 del self._pending[k]  # settled: a failure is raised once, a later get retries
-        return future.result()
+        return future.result() and self._entry.is_published(k)
 
-    def _schedule(self) -> None:
-        """Pin the next chunks of the plan and start prefetches for those neither ready nor in flight.
-
-        Invariant: every chunk in ``_ready`` is pinned, so ``get`` may return it without asking the entry.
-        """
+    def _schedule(self, dropped: set[int] | None = None) -> None:
+        """Pin the next chunks of the plan (ahead pins) and start prefetches for those not in the cache;
+        drop the ahead pins of chunks no longer planned."""
         limit, chunks = self._ahead_limit, self._settings.prefetch_chunks
-        start, repin = [], []
+        start, unpin = [], []
         with self._lock:
             for k, future in list(self._pending.items()):
                 if future.done() and future.exception() is None:
                     del self._pending[k]
-                    if future.result() and k in self._pins:
-                        self._ready.add(k)
+            wanted: set[int] = set()
             count = total = 0
             for k in self._order[self._cursor :]:
                 size = self._entry.size_of(k)
@@ -143,34 +160,40 @@ class ChunkFetcher:
                     break
                 count += 1
                 total += size
-                if k in self._ready or self._held[k] > 0:
+                if self._held[k] > 0:
                     continue
-                self._ahead.add(k)
-                if k not in self._pending:
+                wanted.add(k)
+                if k not in self._ahead:
                     start.append(k)
-                elif k not in self._pins:  # in flight since an earlier plan that unpinned it
-                    repin.append(k)
-        for k in repin:
-            self._pin(k)
+            for k in (self._ahead - wanted) | ((dropped or set()) - wanted):
+                if self._held[k] == 0:
+                    unpin.append(k)
+            self._ahead = wanted
+        for k in unpin:
+            self._entry.unpin(k, ahead=True)
         for k in start:
-            if self._pin(k):
+            if not self._entry.pin(k, ahead=True):
                 with self._lock:
-                    self._ready.add(k)
-            else:
-                future = self._pool.submit(self._fetch, k, False)
-                with self._lock:
-                    self._pending[k] = future
+                    if k not in self._pending:
+                        self._pending[k] = self._pool.submit(self._fetch, k, False)
 
-    def _fetch(self, k: int, blocking_reader: bool) -> bool:
-        """Download chunk ``k`` unless some process already did; False if a prefetch found no room."""
+    def _fetch(self, k: int, blocking_reader: bool, repair: bool = False) -> bool:
+        """Download chunk ``k`` unless some process already did; False if a prefetch found no room. With
+        ``repair``, the published copy failed its check: replace it (unless another reader already did)."""
         entry = self._index.chunks[k]
         url = self._files.url_of(entry.filename)
-        if self._entry.is_published(k):
+        if not repair and self._entry.is_published(k):
             return True
         with self._entry.download_lock(k, url):
-            if self._entry.is_published(k):
+            if repair:
+                try:
+                    verify_file(self._entry.chunk_file(k), entry, self._whole_file, url)
+                    return True  # repaired by another reader meanwhile
+                except (ChunkIntegrityError, FileNotFoundError):
+                    pass
+            elif self._entry.is_published(k):
                 return True
-            tmp = self._entry.reserve(k, blocking_reader)
+            tmp = self._entry.reserve(k, blocking_reader, replacing=repair)
             if tmp is None:
                 return False
             try:
@@ -178,13 +201,15 @@ class ChunkFetcher:
                 self._entry.publish(k, tmp)
             finally:
                 self._entry.discard(tmp)
+        with self._lock:
+            self._verified.add(k)
         return True
 
 
-def _close(pid: int, pool: ThreadPoolExecutor, entry: CacheEntry, pins: set[int]) -> None:
-    """Stop prefetching and drop this process's pins when its fetcher goes away (or the interpreter exits).
-    A forked child that inherits the finalizer leaves the parent's pool and pins alone."""
+def _close(pid: int, pool: ThreadPoolExecutor, entry: CacheEntry) -> None:
+    """Stop prefetching and drop this reader's pins and user marker when its fetcher goes away (or its process
+    ends). A forked child that inherits the finalizer leaves the parent's pool and pins alone."""
     if os.getpid() != pid:
         return
     pool.shutdown(wait=False, cancel_futures=True)
-    entry.unpin_all(set(pins))
+    entry.leave()

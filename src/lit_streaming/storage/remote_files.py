@@ -18,6 +18,7 @@ from lit_streaming.storage.errors import ChunkIntegrityError
 from lit_streaming.storage.integrity import verify_file
 from lit_streaming.storage.retry import call_with_retries, logger
 from lit_streaming.storage.settings import StorageSettings
+from lit_streaming.storage.transfer import is_async, transfer
 
 LOCAL_PREFIX = "local:"
 
@@ -60,8 +61,24 @@ class RemoteFiles:
 
     def read_bytes(self, name: str) -> bytes:
         fs, _ = self.filesystem()
-        path = self._path(name)
-        return call_with_retries(lambda: fs.cat_file(path), self.url_of(name), self.settings, self._rng)
+        path, url = self._path(name), self.url_of(name)
+        if not is_async(fs):
+            return call_with_retries(lambda: fs.cat_file(path), url, self.settings, self._rng)
+
+        def attempt() -> bytes:
+            parts: list[bytes] = []
+            transfer(fs, path, url, self.settings, parts.append)
+            return b"".join(parts)
+
+        return call_with_retries(attempt, url, self.settings, self._rng)
+
+    def _get_file(self, fs: fsspec.AbstractFileSystem, path: str, url: str, dest: str) -> None:
+        """One download attempt into ``dest`` (rewritten from the start), bounded in time on remote stores."""
+        if not is_async(fs):
+            fs.get_file(path, dest)
+            return
+        with open(dest, "wb") as f:
+            transfer(fs, path, url, self.settings, f.write)
 
     def download(self, entry: ChunkEntry, dest: str, whole_file: bool, label: str) -> None:
         """Copy the chunk to ``dest`` and verify its size and checksum; a failed check downloads once more
@@ -69,7 +86,7 @@ class RemoteFiles:
         fs, _ = self.filesystem()
         path, url = self._path(entry.filename), self.url_of(entry.filename)
         for attempt in range(1, self.settings.integrity_attempts + 1):
-            call_with_retries(lambda: fs.get_file(path, dest), url, self.settings, self._rng)
+            call_with_retries(lambda: self._get_file(fs, path, url, dest), url, self.settings, self._rng)
             try:
                 verify_file(dest, entry, whole_file, label)
                 return

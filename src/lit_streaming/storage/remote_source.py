@@ -70,6 +70,24 @@ class RemoteSource(DatasetSource):
         if self._fetcher is not None and self._fetcher_pid == os.getpid():
             self._fetcher.release(chunk_index)
 
+    def chunks_per_reader(self, num_readers: int, chunk_bytes: int | None = None) -> int | None:
+        """How many chunks each of ``num_readers`` readers of this dataset on this machine (DataLoader workers
+        times local ranks) may hold open at once within ``max_cache_size``; None when unbounded. The cache
+        enforces the bound: a dataset whose readers hold more must shrink its shuffle window to this. See
+        ``CacheEntry.chunks_per_reader`` (``chunk_bytes`` defaults to the dataset's largest chunk)."""
+        if self._entry is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.read_index() must run before chunks_per_reader ({self.url})"
+            )
+        return self._entry.chunks_per_reader(num_readers, chunk_bytes)
+
+    def close(self) -> None:
+        """Drop this process's pins and prefetches for the dataset now (they are also dropped when the source
+        is collected or its process ends)."""
+        if self._fetcher is not None and self._fetcher_pid == os.getpid():
+            self._fetcher.close()
+            self._fetcher = None
+
     def _process_fetcher(self) -> ChunkFetcher:
         if self._fetcher is None or self._fetcher_pid != os.getpid():
             if self._entry is None or self._index is None:

@@ -21,6 +21,14 @@ class StorageSettings:
             is reported corrupt (a second download rules out damage in transit).
         wait_timeout_s: the longest wait for a chunk another thread or process is downloading.
         lock_timeout_s: the longest wait for the cache entry's bookkeeping lock (held for milliseconds).
+        room_timeout_s: the longest a reader blocked on a download waits for other readers to release chunks
+            when the cache is full (then ``CacheFullError``): pins never push the cache past its bound.
+        download_timeout_s: overall deadline of one download attempt (one request), however fast it goes.
+        stall_timeout_s: the longest one read of a download may wait for its next bytes.
+        min_throughput_bps: after ``throughput_grace_s``, a download averaging fewer bytes per second is
+            abandoned and retried (a server trickling bytes would otherwise hold a reader for hours).
+        throughput_grace_s: how long a download may run before ``min_throughput_bps`` is enforced (covers
+            connection setup and time to first byte).
     """
 
     download_threads: int = 4
@@ -32,14 +40,30 @@ class StorageSettings:
     integrity_attempts: int = 2
     wait_timeout_s: float = 900.0
     lock_timeout_s: float = 120.0
+    room_timeout_s: float = 300.0
+    download_timeout_s: float = 1800.0
+    stall_timeout_s: float = 120.0
+    min_throughput_bps: float = 64 * 1024
+    throughput_grace_s: float = 30.0
 
     def __post_init__(self) -> None:
         for name in ("download_threads", "prefetch_chunks", "attempts", "integrity_attempts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"StorageSettings.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("backoff_s", "max_backoff_s", "wait_timeout_s", "lock_timeout_s"):
+        for name in (
+            "backoff_s",
+            "max_backoff_s",
+            "wait_timeout_s",
+            "lock_timeout_s",
+            "room_timeout_s",
+            "min_throughput_bps",
+            "throughput_grace_s",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"StorageSettings.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("download_timeout_s", "stall_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"StorageSettings.{name} must be > 0, got {getattr(self, name)}")
         if not 0 < self.prefetch_fraction <= 1:
             raise ValueError(
                 f"StorageSettings.prefetch_fraction must be in (0, 1], got {self.prefetch_fraction}"

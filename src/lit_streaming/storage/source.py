@@ -24,3 +24,8 @@ class DatasetSource(ABC):
 
     def release(self, chunk_index: int) -> None:
         """Hint: this reader no longer needs the chunk (no-op for local folders)."""
+
+    def chunks_per_reader(self, num_readers: int, chunk_bytes: int | None = None) -> int | None:
+        """How many chunks each of ``num_readers`` readers on this machine may hold open at once; None when
+        there is no limit (local folders are read in place, and an unbounded cache never fills)."""
+        return None
