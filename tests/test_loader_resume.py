@@ -93,6 +93,7 @@ def test_resume_combined(data_dir, other_dir):
         ds = CombinedStreamingDataset(
             [StreamingDataset(data_dir, shuffle=True), StreamingDataset(other_dir, shuffle=True)],
             weights=[0.5, 0.5],
+            iterate_over_all=False,
         )
         return StreamingDataLoader(ds, batch_size=4, num_workers=2)
 
@@ -164,12 +165,14 @@ def test_elastic_workers(data_dir, w_from, w_to):
     assert head + _ids(resumed) == ref
 
 
-def test_shuffle_and_drop_last_overrides(data_dir):
+def test_shuffle_and_drop_last_overrides_are_per_loader(data_dir):
     ds = StreamingDataset(data_dir)
     loader = StreamingDataLoader(ds, batch_size=4, shuffle=True, drop_last=True)
+    plain = StreamingDataLoader(ds, batch_size=4)
     ids = _ids(loader)
-    assert ds.shuffle and ds.drop_last
+    assert not ds.shuffle and ds.drop_last is None, "the loader must not mutate the dataset passed in"
     assert len(ids) == N // 4 * 4 and ids != sorted(ids)
+    assert _ids(plain) == list(range(N)), "a second loader over the same dataset is unaffected"
 
 
 def test_epochs_differ_and_set_epoch_replays(data_dir):
@@ -182,8 +185,113 @@ def test_epochs_differ_and_set_epoch_replays(data_dir):
 
 def test_combined_weights_and_per_stream(data_dir, other_dir):
     a, b = StreamingDataset(data_dir), StreamingDataset(other_dir)
-    combined = CombinedStreamingDataset([a, b], weights=[3, 1], batching_method="per_stream")
+    combined = CombinedStreamingDataset(
+        [a, b], weights=[3, 1], batching_method="per_stream", iterate_over_all=False
+    )
     assert combined.weights == [0.75, 0.25]
     for batch in StreamingDataLoader(combined, batch_size=4, num_workers=2):
         ids = as_plain(batch)["id"]
         assert all(i < 1000 for i in ids) or all(i >= 1000 for i in ids), ids
+
+
+def test_weights_need_iterate_over_all_false(data_dir, other_dir):
+    a, b = StreamingDataset(data_dir), StreamingDataset(other_dir)
+    with pytest.raises(ValueError, match="iterate_over_all"):
+        CombinedStreamingDataset([a, b], weights=[0.5, 0.5])
+
+
+def _nested(data_dir, other_dir):
+    inner = CombinedStreamingDataset(
+        [StreamingDataset(data_dir, shuffle=True), StreamingDataset(other_dir, shuffle=True)], seed=3
+    )
+    return CombinedStreamingDataset(
+        [inner, StreamingDataset(other_dir, shuffle=True, seed=9)], weights=[2, 1], iterate_over_all=False
+    )
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_nested_combined_streams_and_resumes(data_dir, other_dir, workers):
+    def make():
+        return StreamingDataLoader(_nested(data_dir, other_dir), batch_size=4, num_workers=workers)
+
+    ids = _ids(make())
+    assert len(ids) == len(make().dataset)
+    assert any(i < 1000 for i in ids) and any(i >= 1000 for i in ids)
+    check_resume(make, 0, 5)
+    check_resume(make, 1, 3)
+
+
+def _consume_combined(data_dir, other_dir, monkeypatch, world_size, batches, state=None):
+    seen, states = [], []
+    for rank in range(world_size):
+        _in_rank(monkeypatch, rank, world_size)
+        ds = CombinedStreamingDataset(
+            [StreamingDataset(data_dir, shuffle=True), StreamingDataset(other_dir, shuffle=True)]
+        )
+        loader = StreamingDataLoader(ds, batch_size=4, drop_last=False)
+        if state is not None:
+            loader.load_state_dict(state)
+        it = iter(loader)
+        got = list(it) if batches is None else [next(it) for _ in range(batches)]
+        seen.extend(_ids(got))
+        states.append(loader.state_dict())
+    assert all(s == states[0] for s in states)
+    return seen, states[0]
+
+
+@pytest.mark.parametrize(("w_from", "w_to"), [(2, 1), (1, 2), (2, 3)])
+def test_combined_elastic_world_size(data_dir, other_dir, monkeypatch, w_from, w_to):
+    first, state = _consume_combined(data_dir, other_dir, monkeypatch, w_from, 3)
+    second, _ = _consume_combined(data_dir, other_dir, monkeypatch, w_to, None, state=state)
+    everything = set(range(N)) | set(range(1000, 1041))
+    total = first + second
+    assert set(total) == everything, "a sample was lost across the world-size change"
+    assert len(total) - len(everything) < 2 * (w_from + w_to), "more repeats than the rank pads"
+
+
+def test_resume_refuses_other_chunking_of_same_length(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    optimize(_sample, list(range(100)), str(a), chunk_size=10, num_workers=1)
+    optimize(_sample, list(range(100)), str(b), chunk_size=25, num_workers=1)
+    loader = StreamingDataLoader(StreamingDataset(str(a), shuffle=True), batch_size=4)
+    next(iter(loader))
+    state = loader.state_dict()
+    with pytest.raises(ResumeError, match="geometry|num_chunks"):
+        StreamingDataLoader(StreamingDataset(str(b), shuffle=True), batch_size=4).load_state_dict(state)
+
+
+def _valid_state(data_dir):
+    loader = StreamingDataLoader(StreamingDataset(data_dir, shuffle=True), batch_size=4)
+    it = iter(loader)
+    next(it)
+    return loader.state_dict()
+
+
+def _mutations(state):
+    yield "missing", {k: v for k, v in state.items() if k != "consumed"}, "consumed"
+    yield "list", list(state.items()), "dict"
+    yield "version", {**state, "version": 1}, "version"
+    yield "version-str", {**state, "version": "2"}, "version"
+    yield "negative", {**state, "consumed": -4}, "consumed"
+    yield "type", {**state, "epoch": "0"}, "epoch"
+    yield "bool", {**state, "batch_size": True}, "batch_size"
+    yield "range", {**state, "consumed": state["epoch_length"] + 4}, "consumed"
+    yield "world", {**state, "world_size": 0}, "world_size"
+    yield "chain", {**state, "resume_chain": {"a": 1}}, "resume_chain"
+    yield "chain-entry", {**state, "resume_chain": [[2]]}, "resume_chain"
+    yield "settings", {**state, "settings": None}, "settings"
+    yield "started", {**state, "started": "yes"}, "started"
+    yield (
+        "elastic-overflow",
+        {**state, "world_size": 2, "consumed": 90, "epoch_length": 96},
+        "resume_chain|consumed",
+    )
+
+
+@pytest.mark.parametrize("case", range(14))
+def test_malformed_states_raise_resume_error(data_dir, case):
+    name, bad, key = list(_mutations(_valid_state(data_dir)))[case]
+    loader = StreamingDataLoader(StreamingDataset(data_dir, shuffle=True), batch_size=4)
+    with pytest.raises(ResumeError, match=key):
+        loader.load_state_dict(bad)
+        list(loader)

@@ -1,108 +1,105 @@
-"""CombinedStreamingDataset: several datasets mixed by weight, with the same exactly-once and resume contracts.
+"""CombinedStreamingDataset: several streams mixed by weight, with the same exactly-once and resume contracts.
 
-The mix is one draw per epoch, identical on every rank (so ranks stay in step) and split across workers by
-batch like any other stream, so workers never repeat each other's draw and each epoch draws anew.
+The mix is drawn per epoch in blocks of positions (``sampling.mixing``), identical on every rank (so ranks stay
+in step), and split across workers by batch like any other stream. Children may be any :class:`Stream`, mixes
+included, and the mix resumes across a world-size change like a single dataset.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from torch.utils.data import IterableDataset
 
 from lit_streaming import sampling
 from lit_streaming.dataset import StreamingDataset
-from lit_streaming.iteration import IterationControl
+from lit_streaming.stream import Stream
 
 _BATCHING = ("stratified", "per_stream")
 
 
-class CombinedStreamingDataset(IterableDataset):
+class CombinedStreamingDataset(Stream):
     """Mix ``datasets`` by ``weights`` (normalised; default proportional to dataset length).
 
-    ``iterate_over_all=True`` goes on until every dataset is exhausted (the weights renormalise as datasets run
-    out); ``False`` takes exactly each dataset's weight share of an epoch that ends as the first dataset is
-    exhausted (the same length every epoch, in a new random order). ``batching_method="stratified"`` draws a dataset per sample,
+    ``iterate_over_all=True`` goes on until every dataset is exhausted, drawing by length (the weights of the
+    datasets left renormalise as they run out); it does not take ``weights``, as in LitData. ``False`` takes
+    exactly each dataset's weight share of an epoch that ends as the first dataset is exhausted (the same
+    length every epoch, in a new random order). ``batching_method="stratified"`` draws a dataset per sample,
     ``"per_stream"`` one per batch, so every batch comes from a single dataset (a dataset's last < batch_size
     samples are then not used in that epoch).
     """
 
     def __init__(
         self,
-        datasets: Sequence[StreamingDataset],
+        datasets: Sequence[Stream],
         seed: int = 42,
         weights: Sequence[float] | None = None,
         iterate_over_all: bool = True,
         batching_method: str = "stratified",
     ) -> None:
+        super().__init__()
         if not datasets:
             raise ValueError("`datasets` is empty")
         for i, ds in enumerate(datasets):
-            if not isinstance(ds, StreamingDataset):
-                raise TypeError(f"datasets[{i}] is a {type(ds).__name__}, expected a StreamingDataset")
+            if not isinstance(ds, Stream):
+                raise TypeError(f"datasets[{i}] is a {type(ds).__name__}, expected a streaming dataset")
         if batching_method not in _BATCHING:
             raise ValueError(f"`batching_method` must be one of {_BATCHING}, got {batching_method!r}")
         if weights is not None:
+            if iterate_over_all:
+                raise ValueError(
+                    "`weights` needs iterate_over_all=False: iterating over all samples of every dataset "
+                    "fixes each dataset's share to its length, so weights could not be honoured"
+                )
             if len(weights) != len(datasets):
                 raise ValueError(f"`weights` has {len(weights)} entries for {len(datasets)} datasets")
             if any(w < 0 for w in weights) or sum(weights) <= 0:
                 raise ValueError(f"`weights` must be non-negative and not all zero, got {list(weights)}")
         self.datasets = list(datasets)
         self.seed = int(seed)
-        lengths = [len(d) for d in self.datasets]
-        raw = list(weights) if weights is not None else lengths
+        raw = list(weights) if weights is not None else [len(d) for d in self.datasets]
         total = float(sum(raw))
         self.weights = [w / total for w in raw] if total > 0 else [1.0 / len(raw)] * len(raw)
         self.iterate_over_all = iterate_over_all
         self.batching_method = batching_method
-        self._control = IterationControl()
+        self._mix_cache: tuple[tuple[int, int, int], sampling.MixPlan] | None = None
 
-    def _choices(self, epoch: int, world_size: int, batch_size: int) -> np.ndarray:
-        child_lengths = [d.epoch_length(world_size, 1) for d in self.datasets]
-        return sampling.mix_choices(
-            child_lengths,
-            self.weights,
-            self.seed,
-            epoch,
-            self.iterate_over_all,
-            batch_size,
-            self.batching_method == "per_stream",
-        )
+    # ---- the Stream protocol -------------------------------------------------------------------------------
+    def leaves(self) -> list[StreamingDataset]:
+        return [leaf for d in self.datasets for leaf in d.leaves()]
 
-    def epoch_length(self, world_size: int, batch_size: int) -> int:
-        """Samples each rank yields per epoch (the same every epoch)."""
-        return self._length(self._control.epoch, world_size, batch_size)
+    def drop_last_for(self, world_size: int) -> bool:
+        return any(d.drop_last_for(world_size) for d in self.datasets)
 
-    def _length(self, epoch: int, world_size: int, batch_size: int) -> int:
-        m = len(self._choices(epoch, world_size, batch_size))
-        return m // batch_size * batch_size if self._drop_last(world_size) else m
+    def _mix_args(self, world_size: int, batch_size: int) -> tuple[list[int], list[float], bool, int, bool]:
+        child_lengths = [d.native_length(world_size, 1) for d in self.datasets]
+        per_stream = self.batching_method == "per_stream"
+        return child_lengths, self.weights, self.iterate_over_all, batch_size, per_stream
 
-    def _drop_last(self, world_size: int) -> bool:
-        return any(d.resolved_drop_last(world_size) for d in self.datasets)
+    def native_length(self, world_size: int, batch_size: int) -> int:
+        m = sampling.mix_length(*self._mix_args(world_size, batch_size))
+        return m // batch_size * batch_size if self.drop_last_for(world_size) else m
 
-    def __len__(self) -> int:
-        return self._length(self._control.epoch, 1, 1)
-
-    def set_epoch(self, epoch: int) -> None:
-        self._control.epoch = int(epoch)
-
-    def configure_iteration(
-        self, epoch: int, start: int, batch_size: int, world_size: int, rank: int, num_workers: int
-    ) -> None:
-        self._control.epoch = epoch
-        self._control.configure(epoch, start, batch_size, world_size, rank, num_workers)
-
-    @property
-    def resume_chain(self) -> tuple[tuple[int, int], ...]:
-        return ()
-
-    def set_resume_chain(self, chain: tuple[tuple[int, int], ...]) -> None:
-        if chain:
-            raise ValueError(
-                "CombinedStreamingDataset cannot resume with a different world size; resume with the saved one"
+    def mix_plan(self, epoch: int, world_size: int, batch_size: int) -> sampling.MixPlan:
+        """The epoch's draw (the same on every rank), computed once per process and epoch."""
+        key = (epoch, world_size, batch_size)
+        if self._mix_cache is None or self._mix_cache[0] != key:
+            lengths, weights, over_all, b, per_stream = self._mix_args(world_size, batch_size)
+            self._mix_cache = (
+                key,
+                sampling.MixPlan(lengths, weights, self.seed, epoch, over_all, b, per_stream),
             )
+        return self._mix_cache[1]
+
+    def rank_plan(self, epoch: int, world_size: int, rank: int, batch_size: int) -> sampling.KeySequence:
+        mix = self.mix_plan(epoch, world_size, batch_size)
+        children = [d.rank_plan(epoch, world_size, rank, 1) for d in self.datasets]
+        key_offsets = np.cumsum([0] + [sum(x.num_samples for x in d.leaves()) for d in self.datasets])
+        leaf_offsets = np.cumsum([0] + [len(d.leaves()) for d in self.datasets])
+        seq = sampling.MixSequence(mix, children, key_offsets[:-1], leaf_offsets[:-1])
+        m = self.native_length(world_size, batch_size)
+        return seq if m == seq.length else sampling.partition(seq, 1, 0, batch_size, True)
 
     def order_settings(self) -> dict[str, Any]:
         return {
@@ -114,18 +111,13 @@ class CombinedStreamingDataset(IterableDataset):
             "datasets": [d.order_settings() for d in self.datasets],
         }
 
-    def __iter__(self) -> Iterator[Any]:
-        ctx = self._control.current()
-        choices = self._choices(ctx.epoch, ctx.world_size, ctx.batch_size)
-        m = self._length(ctx.epoch, ctx.world_size, ctx.batch_size)
-        positions = sampling.mix_positions(choices[:m])
-        mine = sampling.worker_ids(np.arange(m), ctx.start, ctx.batch_size, ctx.num_workers, ctx.worker_id)
-        sequences = [d.rank_sequence(ctx.epoch, ctx.world_size, ctx.rank, 1) for d in self.datasets]
-        children, local = choices[mine].astype(np.int64), positions[mine]
-        ids = np.empty(len(mine), dtype=np.int64)
-        for c, dataset in enumerate(self.datasets):
-            picked = children == c
-            ids[picked] = sequences[c][local[picked]]
-            dataset.prefetch(ids[picked])
-        for child, i in zip(children.tolist(), ids.tolist()):
-            yield self.datasets[child][i]
+    def _apply_options(self, shuffle: bool | None, drop_last: bool | None) -> None:
+        self.datasets = [d.with_options(shuffle, drop_last) for d in self.datasets]
+        self._mix_cache = None
+
+    def __len__(self) -> int:
+        """Samples in one epoch on a single process."""
+        return self.native_length(1, 1)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self.datasets)} datasets, weights={self.weights})"

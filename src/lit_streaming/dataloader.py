@@ -15,19 +15,17 @@ from torch.utils.data import DataLoader
 
 from lit_streaming import distributed, profiling, sampling
 from lit_streaming.batching import PooledCollate
-from lit_streaming.combined import CombinedStreamingDataset
-from lit_streaming.dataset import StreamingDataset
+from lit_streaming.resume_state import STATE_VERSION, ResumeError, check_state, settings_diff
+from lit_streaming.stream import Stream
 
-STATE_VERSION = 1
-
-
-class ResumeError(ValueError):
-    """A saved loader state that cannot be continued exactly with the current settings."""
+__all__ = ["STATE_VERSION", "ResumeError", "StreamingDataLoader"]
 
 
 class StreamingDataLoader(DataLoader):
-    """Batches a StreamingDataset / CombinedStreamingDataset; ``state_dict()`` / ``load_state_dict()`` resume
-    mid-epoch exactly. ``shuffle`` / ``drop_last`` override the dataset's settings, as in LitData.
+    """Batches any streaming dataset (a :class:`~lit_streaming.stream.Stream`); ``state_dict()`` /
+    ``load_state_dict()`` resume mid-epoch exactly. ``shuffle`` / ``drop_last`` override the dataset's
+    settings for this loader only: ``loader.dataset`` is the loader's own copy, the dataset passed in is left
+    unchanged, and two loaders over one dataset iterate independently.
 
     Every rank yields the same number of batches and ``len(loader)`` is that number. The state is small, plain
     Python, and identical on every rank (Lightning saves rank 0's).
@@ -39,7 +37,7 @@ class StreamingDataLoader(DataLoader):
 
     def __init__(
         self,
-        dataset: StreamingDataset | CombinedStreamingDataset,
+        dataset: Stream,
         batch_size: int = 1,
         num_workers: int = 0,
         profile_batches: bool | int = False,
@@ -49,18 +47,14 @@ class StreamingDataLoader(DataLoader):
         collate_fn: Any = None,
         **kwargs: Any,
     ) -> None:
-        if not isinstance(dataset, (StreamingDataset, CombinedStreamingDataset)):
+        if not isinstance(dataset, Stream):
             raise TypeError(
-                f"StreamingDataLoader needs a StreamingDataset or CombinedStreamingDataset, got {type(dataset).__name__}"
+                f"StreamingDataLoader needs a streaming dataset (StreamingDataset, CombinedStreamingDataset, ...), "
+                f"got {type(dataset).__name__}"
             )
-        if not isinstance(batch_size, int) or batch_size < 1:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}")
-        children = dataset.datasets if isinstance(dataset, CombinedStreamingDataset) else [dataset]
-        for child in children:
-            if shuffle is not None:
-                child.shuffle = bool(shuffle)
-            if drop_last is not None:
-                child.drop_last = bool(drop_last)
+        stream = dataset.with_options(shuffle=shuffle, drop_last=drop_last)
         self.shuffle = shuffle
         self.profile_batches = profile_batches
         self.profile_dir = profile_dir
@@ -68,8 +62,7 @@ class StreamingDataLoader(DataLoader):
         self._profile_out = (profile_dir or "lit_streaming_profile") if traced else None
         if self._profile_out:
             os.makedirs(self._profile_out, exist_ok=True)
-        for child in children:
-            child.enable_profiling(self._profile_out, traced)
+        stream.enable_profiling(self._profile_out, traced)
         self._traced_batches = traced
         kwargs.pop("sampler", None)
         kwargs.pop("batch_sampler", None)
@@ -77,8 +70,9 @@ class StreamingDataLoader(DataLoader):
             # Reused shared-memory batch slots (see batching.py). pin_memory copies batches on a torch thread we
             # cannot observe, so slots could not be recycled: it keeps torch's default path.
             collate_fn = PooledCollate(num_workers)
+        self.stream: Stream = stream
         super().__init__(
-            dataset,
+            stream,
             batch_size=batch_size,
             num_workers=num_workers,
             collate_fn=collate_fn,
@@ -94,12 +88,12 @@ class StreamingDataLoader(DataLoader):
 
     # ---- position --------------------------------------------------------------------------------------------
     def _epoch_length(self, world_size: int) -> int:
-        return self.dataset.epoch_length(world_size, self.batch_size)  # type: ignore[union-attr]
+        return self.stream.epoch_length(world_size, self.batch_size)
 
     def _epoch_end(self, world_size: int) -> int:
         """Samples this rank yields before its epoch ends: the epoch's length, or ``limit_batches`` batches."""
         m = self._epoch_length(world_size)
-        return m if self.limit_batches is None else min(m, self.limit_batches * self.batch_size)  # type: ignore[operator]
+        return m if self.limit_batches is None else min(m, self.limit_batches * self.batch_size)
 
     def _limit_reached(self) -> bool:
         return self.limit_batches is not None and self._consumed >= self._epoch_end(self._world[1])
@@ -107,7 +101,7 @@ class StreamingDataLoader(DataLoader):
     def __len__(self) -> int:
         """Batches this rank yields in a full epoch (the same on every rank)."""
         _, world_size = distributed.world()
-        return sampling.num_batches(self._epoch_length(world_size), 0, self.batch_size)  # type: ignore[arg-type]
+        return sampling.num_batches(self._epoch_length(world_size), 0, self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Start the next iteration at ``epoch`` (a fresh epoch, position 0)."""
@@ -119,26 +113,26 @@ class StreamingDataLoader(DataLoader):
     def __iter__(self) -> Iterator[Any]:
         rank, world_size = distributed.world()
         self._world = (rank, world_size)
-        chain_before = self.dataset.resume_chain  # type: ignore[union-attr]
+        chain_before = self.stream.resume_chain
         if self._pending is not None:
             start = self._apply_pending(world_size)
         else:
             self._epoch += 1 if self._started else 0
-            self.dataset.set_resume_chain(())  # type: ignore[union-attr]
+            self.stream.set_resume_chain(())
             start = 0
-        if self.dataset.resume_chain != chain_before:  # type: ignore[union-attr]
+        if self.stream.resume_chain != chain_before:
             self._iterator = None  # persistent workers hold the old plan: start fresh ones
         self._started = True
         self._consumed = start
         m = self._epoch_length(world_size)
-        self.dataset.configure_iteration(  # type: ignore[union-attr]
+        self.stream.configure_iteration(
             self._epoch, start, self.batch_size, world_size, rank, self.num_workers
         )
         if start >= self._epoch_end(world_size):
             return
         # Profiling records how long the consumer waits for each of the first batches (see profiling.py).
         recorder = profiling.TraceRecorder(f"rank {rank} main") if self._profile_out else None
-        traced = min(self._traced_batches, sampling.num_batches(m, start, self.batch_size))  # type: ignore[arg-type]
+        traced = min(self._traced_batches, sampling.num_batches(m, start, self.batch_size))
         iterator = super().__iter__()
         for n in itertools.count():
             waited_from = profiling.now_us()
@@ -157,7 +151,7 @@ class StreamingDataLoader(DataLoader):
                         min(max(1, self.num_workers), traced),
                         timeout=30.0,
                     )
-            self._consumed = min(self._consumed + self.batch_size, m)  # type: ignore[operator]
+            self._consumed = min(self._consumed + self.batch_size, m)
             self._watch(batch)
             yield batch
             if self._limit_reached():
@@ -181,18 +175,18 @@ class StreamingDataLoader(DataLoader):
             "world_size": world_size,
             "num_workers": self.num_workers,
             "batch_size": self.batch_size,
-            "resume_chain": [list(seg) for seg in self.dataset.resume_chain],  # type: ignore[union-attr]
-            "settings": self.dataset.order_settings(),  # type: ignore[union-attr]
+            "resume_chain": [list(seg) for seg in self.stream.resume_chain],
+            "settings": self.stream.order_settings(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from ``state`` at the next ``iter()``. Refuses states whose order cannot be reproduced."""
-        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
-            raise ResumeError(f"Unsupported StreamingDataLoader state (version {state.get('version')!r})")
-        settings = self.dataset.order_settings()  # type: ignore[union-attr]
+        state = check_state(state)
+        settings = self.stream.order_settings()
         if state["settings"] != settings:
-            diff = _diff(state["settings"], settings)
-            raise ResumeError(f"Cannot resume: settings that change the sample order differ: {diff}")
+            raise ResumeError(
+                f"Cannot resume: settings that change the sample order differ: {settings_diff(state['settings'], settings)}"
+            )
         if state["batch_size"] != self.batch_size:
             raise ResumeError(
                 f"Cannot resume: saved with batch_size={state['batch_size']}, loader has {self.batch_size}"
@@ -206,26 +200,29 @@ class StreamingDataLoader(DataLoader):
         self._epoch = state["epoch"]
         chain = tuple(tuple(seg) for seg in state["resume_chain"])
         if not state["started"]:
-            self.dataset.set_resume_chain(())  # type: ignore[union-attr]
+            self.stream.set_resume_chain(())
             return 0
         if state["consumed"] >= state["epoch_length"]:
             self._epoch += 1
-            self.dataset.set_resume_chain(())  # type: ignore[union-attr]
+            self.stream.set_resume_chain(())
             return 0
         if state["world_size"] == world_size:
-            self.dataset.set_resume_chain(chain)  # type: ignore[union-attr]
+            self._set_chain(chain, world_size)
+            if state["consumed"] > self._epoch_length(world_size):
+                raise ResumeError(
+                    f"Cannot resume: `consumed` ({state['consumed']}) exceeds this epoch's "
+                    f"{self._epoch_length(world_size)} samples per rank"
+                )
             return state["consumed"]
-        self.dataset.set_resume_chain(chain + ((state["world_size"], state["consumed"]),))  # type: ignore[union-attr]
+        self._set_chain(chain + ((state["world_size"], state["consumed"]),), world_size)
         return 0
 
-
-def _diff(saved: Any, current: Any, path: str = "") -> str:
-    if isinstance(saved, dict) and isinstance(current, dict):
-        for key in sorted(set(saved) | set(current)):
-            if saved.get(key) != current.get(key):
-                return _diff(saved.get(key), current.get(key), f"{path}.{key}" if path else key)
-    if isinstance(saved, list) and isinstance(current, list) and len(saved) == len(current):
-        for i, (a, b) in enumerate(zip(saved, current, strict=False)):
-            if a != b:
-                return _diff(a, b, f"{path}[{i}]")
-    return f"{path or 'value'}: saved {saved!r}, now {current!r}"
+    def _set_chain(self, chain: tuple[tuple[int, ...], ...], world_size: int) -> None:
+        try:
+            self.stream.set_resume_chain(chain)
+            self._epoch_length(world_size)
+        except ValueError as err:
+            self.stream.set_resume_chain(())
+            raise ResumeError(
+                f"Cannot resume: the saved `resume_chain` does not fit this dataset ({err})"
+            ) from err

@@ -12,6 +12,7 @@ from lit_streaming.dataloader import StreamingDataLoader
 from lit_streaming.dataset import StreamingDataset
 from lit_streaming.item_loaders import TokensLoader
 from lit_streaming.sampling import DEFAULT_SHUFFLE_WINDOW
+from lit_streaming.stream import Stream
 
 #: A dataset URL/path, several of them (mixed; see ``weights``), a {path: weight} mapping, or built datasets.
 Source = str | list[str] | dict[str, float] | StreamingDataset | CombinedStreamingDataset | None
@@ -33,7 +34,8 @@ class StreamingDataModule(LightningDataModule):
         seed: seed for shuffling and mixing.
         drop_last: see StreamingDataset (``None``: True for training when distributed; evaluation splits keep
             every sample and even out ranks with a few repeats).
-        weights, iterate_over_all, batching_method: mixing settings when a source lists several datasets.
+        weights, iterate_over_all, batching_method: mixing settings when a source lists several datasets
+            (``iterate_over_all=None``: ``False`` when weights are given, which they need, else ``True``).
         block_size: read token datasets with ``TokensLoader(block_size)``.
         cache_dir, max_cache_size, storage_options: where and how remote chunks are cached and fetched.
         shuffle_window, subsample, allow_pickle: see StreamingDataset.
@@ -52,7 +54,7 @@ class StreamingDataModule(LightningDataModule):
         seed: int = 42,
         drop_last: bool | None = None,
         weights: list[float] | None = None,
-        iterate_over_all: bool = True,
+        iterate_over_all: bool | None = None,
         batching_method: str = "stratified",
         block_size: int | None = None,
         cache_dir: str | None = None,
@@ -87,7 +89,7 @@ class StreamingDataModule(LightningDataModule):
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers
         self.transform = transform
-        self.datasets: dict[str, StreamingDataset | CombinedStreamingDataset] = {}
+        self.datasets: dict[str, Stream] = {}
         self._train_loader: StreamingDataLoader | None = None
         self._restore: dict[str, Any] | None = None
 
@@ -109,9 +111,9 @@ class StreamingDataModule(LightningDataModule):
             shuffle_window=self.shuffle_window,
         )
 
-    def _build(self, split: str) -> StreamingDataset | CombinedStreamingDataset | None:
+    def _build(self, split: str) -> Stream | None:
         source = self.sources[split]
-        if source is None or isinstance(source, (StreamingDataset, CombinedStreamingDataset)):
+        if source is None or isinstance(source, Stream):
             return source
         if isinstance(source, str):
             return self._dataset(source, split)
@@ -120,11 +122,12 @@ class StreamingDataModule(LightningDataModule):
         )
         if not paths:
             raise ValueError(f"`{split}` lists no datasets")
+        over_all = self.iterate_over_all if self.iterate_over_all is not None else weights is None
         return CombinedStreamingDataset(
             [self._dataset(p, split) for p in paths],
             seed=self.seed,
             weights=weights,
-            iterate_over_all=self.iterate_over_all,
+            iterate_over_all=over_all,
             batching_method=self.batching_method,
         )
 
@@ -165,8 +168,8 @@ class StreamingDataModule(LightningDataModule):
     def _train_batch_limit(self, loader: StreamingDataLoader) -> int | None:
         """Where Lightning ends every epoch: it reads ``len(loader)`` once, when the loader is built, and stops
         there or at ``limit_train_batches``. The loader ends its epochs at the same point, so that a checkpoint
-        taken after an epoch's last batch resumes into the next epoch. (Mixes with ``iterate_over_all=False``
-        draw epochs of varying length; Lightning cuts the longer ones at the first epoch's length.)"""
+        taken after an epoch's last batch resumes into the next epoch. Every stream's epoch length is the same
+        every epoch, so only a limit below it needs telling."""
         if self.trainer is None:
             return None
         length = len(loader)
@@ -176,8 +179,7 @@ class StreamingDataModule(LightningDataModule):
             batches = min(length, limit)
         elif isinstance(limit, float):
             batches = int(length * limit)
-        varying = isinstance(loader.dataset, CombinedStreamingDataset) and not loader.dataset.iterate_over_all
-        return batches if batches < length or varying else None
+        return batches if batches < length else None
 
     def val_dataloader(self) -> StreamingDataLoader | list:
         # Lightning asks for validation data whenever the model has a validation_step: no source, no validation.

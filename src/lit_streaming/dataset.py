@@ -6,22 +6,24 @@ This class only asks "who am I?" (rank, worker, epoch, resume point) when iterat
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from torch.utils.data import IterableDataset
 
 from lit_streaming import profiling, sampling
 from lit_streaming.chunks import OpenChunks
 from lit_streaming.format.units import parse_size
-from lit_streaming.item_loaders import ItemLoader, loader_for
-from lit_streaming.iteration import IterationControl
+from lit_streaming.formats import open_dataset
+from lit_streaming.item_loaders import ItemLoader
 from lit_streaming.storage import open_source
+from lit_streaming.stream import Stream
 
 
-class StreamingDataset(IterableDataset):
+class StreamingDataset(Stream):
     """Streams samples from an optimized dataset folder or URL.
 
     Args:
@@ -40,6 +42,8 @@ class StreamingDataset(IterableDataset):
         transform: applied to every sample returned by ``ds[i]`` and by iteration.
         allow_pickle: read ``pickle`` leaves. Unpickling runs code, so it is off unless you trust the data.
         shuffle_window: how many chunks are mixed together when shuffling (more mixing, more open chunks).
+        format: the on-disk format, detected from what is at ``input_dir`` when None: ``"litdata"``, ``"mds"``
+            (MosaicML Streaming), ``"wds"`` (WebDataset tars), ``"parquet"`` (LitData's Parquet index).
     """
 
     def __init__(
@@ -56,9 +60,11 @@ class StreamingDataset(IterableDataset):
         transform: Callable[[Any], Any] | None = None,
         allow_pickle: bool = False,
         shuffle_window: int = sampling.DEFAULT_SHUFFLE_WINDOW,
+        format: str | None = None,
     ) -> None:
         if not isinstance(shuffle_window, int) or shuffle_window < 1:
             raise ValueError(f"`shuffle_window` must be a positive int (chunks), got {shuffle_window!r}")
+        super().__init__()
         self.input_dir = os.fspath(input_dir)
         self.cache_dir = cache_dir
         self.shuffle = bool(shuffle)
@@ -72,20 +78,16 @@ class StreamingDataset(IterableDataset):
         self.shuffle_window = shuffle_window
 
         self._source = open_source(self.input_dir, cache_dir, storage_options, self.max_cache_size)
-        self._index = self._source.read_index()
-        self.item_loader = loader_for(self._index, item_loader, self._source.url)
-        self.item_loader.setup(self._index, self._source.url, allow_pickle)
-        self.chunk_lengths = np.array(
-            [self.item_loader.chunk_length(c) for c in self._index.chunks], np.int64
-        )
+        self._format = open_dataset(self._source, format, item_loader, allow_pickle)
+        self._index = self._format.index
+        self.item_loader = self._format.reader
+        self.chunk_lengths = self._format.chunk_lengths
         self._chunk_offsets = np.concatenate([[0], np.cumsum(self.chunk_lengths)])
         self.num_samples = int(self._chunk_offsets[-1])
         self._epoch_samples = sampling.subsample_count(self.num_samples, self.subsample)
-        self._chunks = OpenChunks(self._source, self._index, capacity=shuffle_window + 4)
-        self._resume_chain: tuple[tuple[int, int], ...] = ()
-        self._control = IterationControl()
-        self._profile: tuple[str, int] | None = None
+        self._chunks = OpenChunks(self._source, self._format, capacity=shuffle_window + 4)
         self._recorder: profiling.TraceRecorder | None = None
+        self._geometry: sampling.ChunkGeometry | None = None
 
     # ---- random access -------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -93,7 +95,8 @@ class StreamingDataset(IterableDataset):
         return self._epoch_samples
 
     def __getitem__(self, index: int) -> Any:
-        """Sample ``index`` of the stored dataset (0 <= index < num_samples), transformed."""
+        """Sample ``index`` of the stored dataset (0 <= index < num_samples), transformed; iteration reads
+        through this too."""
         sample = self.read_sample(int(index))
         return self.transform(sample) if self.transform is not None else sample
 
@@ -110,59 +113,53 @@ class StreamingDataset(IterableDataset):
         view = self._chunks.get(k)
         t1 = profiling.now_us()
         sample = self.item_loader.load(view, index - int(self._chunk_offsets[k]))
+        t2 = profiling.now_us()
         recorder.span("fetch", "io", t0, t1, chunk=k)
-        recorder.span("decode", "decode", t1, profiling.now_us(), sample=index)
+        recorder.span("decode", "decode", t1, t2, sample=index)
+        recorder.span("sample", "worker", t0, t2, sample=index)
         return sample
 
-    # ---- iteration -----------------------------------------------------------------------------------------
-    def set_epoch(self, epoch: int) -> None:
-        """The epoch that plain iteration (without StreamingDataLoader) uses for shuffling."""
-        self._control.epoch = int(epoch)
+    def set_recorder(self, recorder: profiling.TraceRecorder | None) -> None:
+        """Record fetch/decode spans into ``recorder`` (``None`` stops recording)."""
+        self._recorder = recorder
 
-    def resolved_drop_last(self, world_size: int) -> bool:
+    # ---- the Stream protocol -------------------------------------------------------------------------------
+    def leaves(self) -> list[StreamingDataset]:
+        return [self]
+
+    def drop_last_for(self, world_size: int) -> bool:
         return self.drop_last if self.drop_last is not None else world_size > 1
 
-    def _plan_kwargs(self, world_size: int, batch_size: int) -> dict[str, Any]:
-        return dict(
-            seed=self.seed,
-            shuffle=self.shuffle,
-            drop_last=self.resolved_drop_last(world_size),
-            world_size=world_size,
-            batch_size=batch_size,
-            subsample=self.subsample,
-            shuffle_window=self.shuffle_window,
-            resume_chain=self._resume_chain,
-        )
-
-    def rank_sequence(self, epoch: int, world_size: int, rank: int, batch_size: int) -> np.ndarray:
-        """Every sample id this rank yields in ``epoch``, in order (a pure function of the settings)."""
-        return sampling.rank_sequence(
-            self.chunk_lengths, epoch=epoch, rank=rank, **self._plan_kwargs(world_size, batch_size)
-        )
-
-    def epoch_length(self, world_size: int, batch_size: int) -> int:
-        """Samples each rank yields in an epoch (equal on every rank)."""
-        return sampling.rank_sequence_length(self.chunk_lengths, **self._plan_kwargs(world_size, batch_size))
-
-    def configure_iteration(
-        self, epoch: int, start: int, batch_size: int, world_size: int, rank: int, num_workers: int
-    ) -> None:
-        self._control.configure(epoch, start, batch_size, world_size, rank, num_workers)
-
     @property
-    def resume_chain(self) -> tuple[tuple[int, int], ...]:
-        """Elastic resume segments (world_size, consumed) that shape the current epoch's remainder."""
-        return self._resume_chain
+    def geometry(self) -> sampling.ChunkGeometry:
+        """Items and epoch ids per chunk (the subsample draw, made once per process)."""
+        if self._geometry is None:
+            self._geometry = sampling.dataset_geometry(self.chunk_lengths, self.subsample, self.seed)
+        return self._geometry
 
-    def set_resume_chain(self, chain: tuple[tuple[int, int], ...]) -> None:
-        self._resume_chain = tuple((int(w), int(c)) for w, c in chain)
+    def native_length(self, world_size: int, batch_size: int) -> int:
+        return sampling.rank_length(
+            self._epoch_samples, world_size, batch_size, self.drop_last_for(world_size)
+        )
+
+    def rank_plan(self, epoch: int, world_size: int, rank: int, batch_size: int) -> sampling.KeySequence:
+        return sampling.dataset_plan(
+            self.geometry,
+            epoch=epoch,
+            shuffle=self.shuffle,
+            drop_last=self.drop_last_for(world_size),
+            world_size=world_size,
+            rank=rank,
+            batch_size=batch_size,
+            shuffle_window=self.shuffle_window,
+        )
 
     def order_settings(self) -> dict[str, Any]:
-        """Every setting that changes which samples come in which order (checked on resume)."""
         return {
             "type": type(self).__name__,
             "num_samples": self.num_samples,
             "num_chunks": len(self.chunk_lengths),
+            "geometry": self.geometry_fingerprint(),
             "seed": self.seed,
             "shuffle": self.shuffle,
             "drop_last": self.drop_last,
@@ -171,53 +168,24 @@ class StreamingDataset(IterableDataset):
             **self.item_loader.settings(),
         }
 
-    def enable_profiling(self, profile_dir: str | None, batches: int) -> None:
-        """Record fetch/decode spans for the first ``batches`` batches of each epoch (see profiling.py)."""
-        self._profile = (profile_dir, batches) if profile_dir and batches > 0 else None
+    def geometry_fingerprint(self) -> str:
+        """A digest of the items per chunk: a dataset re-optimized with another chunking has a new one even at
+        the same length, so a resume state saved on the old one is refused instead of repeating samples."""
+        return hashlib.sha256(np.ascontiguousarray(self.chunk_lengths, dtype="<i8").tobytes()).hexdigest()[
+            :16
+        ]
 
-    def __iter__(self) -> Iterator[Any]:
-        ctx = self._control.current()
-        seq = self.rank_sequence(ctx.epoch, ctx.world_size, ctx.rank, ctx.batch_size)
-        ids = sampling.worker_ids(seq, ctx.start, ctx.batch_size, ctx.num_workers, ctx.worker_id)
-        self.prefetch(ids)
-        if self._profile is None:
-            for i in ids.tolist():
-                yield self[i]
-            return
-        yield from self._profiled(ids, ctx)
+    def _apply_options(self, shuffle: bool | None, drop_last: bool | None) -> None:
+        if shuffle is not None:
+            self.shuffle = bool(shuffle)
+        if drop_last is not None:
+            self.drop_last = bool(drop_last)
+        self._recorder = None
+        self._chunks = copy.copy(self._chunks)  # this copy's readers open (and release) their own chunks
 
-    def _profiled(self, ids: np.ndarray, ctx: Any) -> Iterator[Any]:
-        profile_dir, batches = self._profile  # type: ignore[misc]
-        mine = len(range(ctx.worker_id, batches, ctx.num_workers))
-        traced = min(len(ids), mine * ctx.batch_size)
-        self._recorder = profiling.TraceRecorder(f"rank {ctx.rank} worker {ctx.worker_id}")
-        path = profiling.worker_trace_path(profile_dir, ctx.epoch, ctx.rank, ctx.worker_id)
-        try:
-            for n, i in enumerate(ids.tolist()):
-                start = profiling.now_us()
-                sample = self[i]
-                if self._recorder is not None:
-                    self._recorder.span("sample", "worker", start, profiling.now_us(), sample=i)
-                    if n == traced - 1:  # written before the last traced sample leaves, so the merge finds it
-                        self._recorder.dump(path)
-                        self._recorder = None
-                yield sample
-        finally:
-            self._recorder = None
-
-    def prefetch(self, ids: np.ndarray) -> None:
-        """Tell the source which chunks reading ``ids`` will need, in order, so remote ones download ahead."""
-        self._source.prefetch(self.chunk_order(ids))
-
-    def chunk_order(self, ids: np.ndarray) -> list[int]:
-        """The chunks that reading ``ids`` in order touches, in first-use order (for prefetching)."""
-        if len(ids) == 0:
-            return []
-        chunks = np.searchsorted(self._chunk_offsets, ids, side="right") - 1
-        first = np.concatenate([[True], chunks[1:] != chunks[:-1]])
-        runs = chunks[first]
-        _, where = np.unique(runs, return_index=True)
-        return runs[np.sort(where)].tolist()
+    def prefetch_chunks(self, chunks: list[int]) -> None:
+        """Tell the source which chunks will be read, in order, so remote ones download ahead."""
+        self._source.prefetch(chunks)
 
     def __repr__(self) -> str:
         return (

@@ -1,7 +1,8 @@
-"""Sample ids of one epoch: chunk geometry, subsampling and the epoch's chunk order.
+"""Which sample ids an epoch holds, chunk by chunk: geometry, subsampling and seeds.
 
-Everything here is a pure function of integers and seeds (numpy only), so every rank and
-worker can recompute the same plan independently, at iteration time, with no communication.
+Everything here is a pure function of integers and seeds (numpy only), so every rank and worker recomputes
+the same answer alone. Nothing is O(samples): subsampling first fixes how many ids each chunk contributes
+(exact total), and the ids inside one chunk are drawn only when a reader reaches that chunk.
 """
 
 from __future__ import annotations
@@ -10,6 +11,13 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+
+from lit_streaming.sampling.counts import spread
+
+#: Extra seed keys, so the streams drawn for different purposes are independent.
+SUBSAMPLE_STREAM = 3
+CHUNK_ORDER_STREAM = 5
+WINDOW_STREAM = 1
 
 
 def make_rng(*keys: int) -> np.random.Generator:
@@ -24,7 +32,7 @@ def make_rng(*keys: int) -> np.random.Generator:
     return np.random.default_rng([int(k) for k in keys])
 
 
-def chunk_offsets(chunk_sizes: Sequence[int]) -> np.ndarray:
+def chunk_offsets(chunk_sizes: Sequence[int] | np.ndarray) -> np.ndarray:
     """``offsets[k]`` = first global id of chunk k; ``offsets[-1]`` = N (length C + 1, int64)."""
     sizes = np.asarray(chunk_sizes, dtype=np.int64).reshape(-1)
     if sizes.size and sizes.min() < 0:
@@ -39,61 +47,62 @@ def chunk_of(ids: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return np.searchsorted(offsets, np.asarray(ids, dtype=np.int64), side="right") - 1
 
 
-def _check_subsample(subsample: float) -> float:
+def check_subsample(subsample: float) -> float:
     f = float(subsample)
     if not math.isfinite(f) or f <= 0:
         raise ValueError(f"subsample must be a finite number > 0, got {subsample!r}")
     return f
 
 
+def _split(f: float, n: int) -> tuple[int, int]:
+    """(copies of every id, extra distinct ids) for subsample ``f`` of ``n`` samples."""
+    whole = math.floor(f)
+    return whole, int(round((f - whole) * n))
+
+
 def subsample_count(num_samples: int, subsample: float) -> int:
-    """How many ids :func:`subsample_ids` returns for N samples (cheap; no rng)."""
-    f = _check_subsample(subsample)
-    whole = math.floor(f)
-    return whole * num_samples + int(round((f - whole) * num_samples))
+    """Ids in an epoch of ``num_samples`` samples at ``subsample`` (cheap; no rng)."""
+    whole, extra = _split(check_subsample(subsample), num_samples)
+    return whole * num_samples + extra
 
 
-def subsample_ids(chunk_sizes: Sequence[int], subsample: float, seed: int) -> np.ndarray:
-    """The epoch-independent, sorted multiset of global ids the dataset yields.
+def subsample_counts(chunk_sizes: Sequence[int] | np.ndarray, subsample: float, seed: int) -> np.ndarray:
+    """Ids each chunk contributes to every epoch (int64, one per chunk; sums to :func:`subsample_count`).
 
-    ``subsample`` f: 1.0 -> every id once; f < 1 -> round(f*N) distinct ids; f > 1 -> every id
-    floor(f) times plus round(frac(f)*N) distinct extra ids. The choice depends on ``seed`` only
-    (not the epoch), so the same subset is trained on every epoch, as in LitData.
+    ``subsample`` f: 1.0 -> every id once; f < 1 -> round(f*N) distinct ids; f > 1 -> every id floor(f) times
+    plus round(frac(f)*N) distinct extra ids. Which chunks the extra ids fall in is an exact multivariate
+    hypergeometric draw, as if round(frac(f)*N) ids had been chosen from all N; it depends on ``seed`` only, so
+    every epoch trains on the same subset (as in LitData).
     """
-    f = _check_subsample(subsample)
-    n = int(chunk_offsets(chunk_sizes)[-1])
-    whole = math.floor(f)
-    extra = int(round((f - whole) * n))
-    base = np.arange(n, dtype=np.int64)
+    sizes = np.asarray(chunk_sizes, dtype=np.int64).reshape(-1)
+    n = int(sizes.sum())
+    whole, extra = _split(check_subsample(subsample), n)
+    if extra == 0:
+        return sizes * whole
+    chosen = spread(make_rng(seed, SUBSAMPLE_STREAM), np.array([extra, n - extra]), sizes)[:, 0]
+    return sizes * whole + chosen
+
+
+def chunk_ids(chunk: int, size: int, count: int, seed: int) -> np.ndarray:
+    """The sorted local ids (0 <= id < size) chunk ``chunk`` contributes, ``count`` of them.
+
+    Every id appears count // size times, plus count % size distinct extra ids chosen with a generator keyed
+    by (seed, chunk), so any process draws the same ones without knowing the rest of the dataset.
+    """
+    if size == 0 or count == 0:
+        return np.zeros(0, dtype=np.int64)
+    whole, extra = divmod(int(count), int(size))
+    base = np.arange(size, dtype=np.int64)
     if extra == 0:
         return np.repeat(base, whole) if whole != 1 else base
-    chosen = make_rng(seed).choice(n, size=extra, replace=False).astype(np.int64)
+    chosen = np.sort(make_rng(seed, SUBSAMPLE_STREAM, chunk).choice(size, size=extra, replace=False))
     if whole == 0:
-        return np.sort(chosen)
+        return chosen.astype(np.int64)
     return np.sort(np.concatenate([np.repeat(base, whole), chosen]), kind="stable")
 
 
-def epoch_order(
-    chunk_sizes: Sequence[int], ids: np.ndarray, seed: int, epoch: int, shuffle: bool
-) -> np.ndarray:
-    """The epoch's global order of ``ids``: chunk by chunk, chunks permuted when shuffling.
-
-    Keeping each chunk's samples together means a reader opens each chunk once per epoch;
-    the per-rank window shuffle then mixes samples across a bounded number of chunks.
-    With ``shuffle=False`` the ids are returned unchanged.
-    """
-    ids = np.asarray(ids, dtype=np.int64)
+def chunk_order(num_chunks: int, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
+    """The epoch's order of chunks: a permutation from (seed, epoch) when shuffling, else 0..C-1."""
     if not shuffle:
-        return ids
-    offsets = chunk_offsets(chunk_sizes)
-    perm = make_rng(seed, epoch).permutation(offsets.size - 1)
-    if ids.size > 1 and not bool(np.all(ids[1:] >= ids[:-1])):
-        position = np.empty_like(perm)
-        position[perm] = np.arange(perm.size)
-        return ids[np.argsort(position[chunk_of(ids, offsets)], kind="stable")]
-    # Sorted ids: each chunk is one contiguous segment, so gather segments in O(N), no sort.
-    bounds = np.searchsorted(ids, offsets, side="left")
-    starts, lengths = bounds[:-1][perm], np.diff(bounds)[perm]
-    out_starts = np.cumsum(lengths) - lengths
-    gather = np.repeat(starts - out_starts, lengths) + np.arange(ids.size, dtype=np.int64)
-    return ids[gather]
+        return np.arange(num_chunks, dtype=np.int64)
+    return make_rng(seed, epoch, CHUNK_ORDER_STREAM).permutation(num_chunks).astype(np.int64)
