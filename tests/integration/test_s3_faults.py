@@ -105,6 +105,51 @@ def test_retries_are_bounded_and_the_error_names_the_url(s3_server, s3_dataset, 
         assert time.monotonic() - start < 5
 
 
+# A server that trickles bytes: the client's own timeouts (per socket read) never fire, ours must.
+TRICKLE_SETTINGS = dict(
+    attempts=2, backoff_s=0.01, stall_timeout_s=5, min_throughput_bps=1000, throughput_grace_s=1.5
+)
+
+
+def test_a_trickling_server_fails_the_download_naming_the_url(s3_server, s3_dataset, tmp_path):
+    url, options, local = s3_dataset
+    settings = StorageSettings(**TRICKLE_SETTINGS)
+    no_client_retries = {
+        "config_kwargs": {"retries": {"total_max_attempts": 1}}
+    }  # default read_timeout (60 s)
+    with FaultProxy(s3_server, rate=1.0, kinds=("trickle",), trickle_s=0.5) as proxy:
+        source = open_source(
+            url, tmp_path, dict(options, endpoint_url=proxy.url, **no_client_retries), None, settings
+        )
+        start = time.monotonic()
+        with pytest.raises(DownloadError, match=rf"Giving up on {url}/index.json after 2 attempts.*stalled"):
+            source.read_index()
+        assert time.monotonic() - start < 10
+        assert proxy.faults["trickle"] == 2
+    with FaultProxy(s3_server, rate=1.0, kinds=("trickle",), only_paths_containing=".bin") as proxy:
+        source = open_source(
+            url, tmp_path, dict(options, endpoint_url=proxy.url, **no_client_retries), None, settings
+        )
+        index = source.read_index()
+        name = chunk_names(local)[0]
+        start = time.monotonic()
+        with pytest.raises(DownloadError, match=rf"{url}/{name} after 2 attempts.*slower than the minimum"):
+            source.chunk_path(0, index.chunks[0])
+        assert time.monotonic() - start < 10
+
+
+def test_a_stalled_download_is_retried(s3_server, s3_dataset, tmp_path):
+    url, options, _ = s3_dataset
+    settings = StorageSettings(**dict(TRICKLE_SETTINGS, attempts=3))
+    with FaultProxy(s3_server, rate=1.0, kinds=("trickle",), only_paths_containing=".bin", max_faults=2) as p:
+        source = open_source(url, tmp_path, dict(options, endpoint_url=p.url), None, settings)
+        index = source.read_index()
+        path = source.chunk_path(0, index.chunks[0])
+        assert p.faults["trickle"] == 2
+    with open(path, "rb") as f:
+        assert len(f.read()) == index.chunks[0].file_bytes
+
+
 # ---- corrupt and hostile data on the server ------------------------------------------------------------------
 def open_remote(folder: Path, s3_bucket, tmp_path, **kwargs) -> StreamingDataset:
     bucket, options = s3_bucket

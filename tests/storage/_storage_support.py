@@ -178,7 +178,8 @@ class FaultProxy:
     """An HTTP proxy on 127.0.0.1 in front of an S3 server that injects faults into a share of requests.
 
     Fault kinds: ``500`` (an S3 InternalError), ``reset`` (connection reset before any response), ``cut`` (the
-    response headers and half the body, then a reset) and ``delay`` (answered correctly after ``delay_s``).
+    response headers and half the body, then a reset), ``delay`` (answered correctly after ``delay_s``) and
+    ``trickle`` (the right headers, then the body one byte every ``trickle_s``, until the client hangs up).
     Only paths containing ``only_paths_containing`` are faulted, at most ``max_faults`` times. ``requests``
     counts requests per (method, path); ``faults`` counts injected faults per kind.
     """
@@ -190,6 +191,7 @@ class FaultProxy:
         kinds: tuple[str, ...] = ("500", "reset", "cut", "delay"),
         seed: int = 0,
         delay_s: float = 0.2,
+        trickle_s: float = 0.5,
         only_paths_containing: str = "",
         max_faults: int | None = None,
     ) -> None:
@@ -197,6 +199,8 @@ class FaultProxy:
         self.rate = rate
         self.kinds = kinds
         self.delay_s = delay_s
+        self.trickle_s = trickle_s
+        self._closing = threading.Event()
         self.only = only_paths_containing
         self.max_faults = max_faults
         self.requests: Counter[tuple[str, str]] = Counter()
@@ -215,6 +219,7 @@ class FaultProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._closing.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -249,6 +254,8 @@ class FaultProxy:
                 if fault == "delay":
                     time.sleep(proxy.delay_s)
                 status, headers, data = self._upstream(body)
+                if fault == "trickle" and self.command == "GET":
+                    return self._trickle(status, headers, data)
                 if fault == "cut" and len(data) > 1:
                     self._reply(status, headers, data[: len(data) // 2], declared=len(data))
                     return self._reset()
@@ -283,6 +290,20 @@ class FaultProxy:
                 else:
                     self.end_headers()
                 self.wfile.flush()
+
+            def _trickle(self, status: int, headers: list[tuple[str, str]], data: bytes) -> None:
+                self.send_response(status)
+                for key, value in headers:
+                    if key.lower() != "content-length":
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.flush()
+                for k in range(len(data)):
+                    if proxy._closing.wait(proxy.trickle_s):
+                        return self._reset()
+                    self.wfile.write(data[k : k + 1])
+                    self.wfile.flush()
 
             def _reset(self) -> None:
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -29,6 +29,11 @@ class DownloadStalledError(TimeoutError):
     """One transfer attempt went past its deadline, waited too long for bytes, or was too slow."""
 
 
+class _Stalled(Exception):
+    """Raised on the event loop; not a ``TimeoutError``, which fsspec's ``sync`` would turn into a bare
+    ``FSTimeoutError`` without our message."""
+
+
 def is_async(fs: fsspec.AbstractFileSystem) -> bool:
     """Whether ``fs`` really does its I/O on an event loop (a ``dir://`` wrapper around a synchronous file
     system is an ``AsyncFileSystem`` by class only)."""
@@ -46,7 +51,10 @@ def transfer(
     write: Callable[[bytes], Any],
 ) -> None:
     """Stream the file at ``path`` (``url`` in messages) into ``write``, within the limits of ``settings``."""
-    fsspec.asyn.sync(fs.loop, _stream, fs, path, url, settings, write)
+    try:
+        fsspec.asyn.sync(fs.loop, _stream, fs, path, url, settings, write)
+    except _Stalled as err:
+        raise DownloadStalledError(str(err)) from None
 
 
 async def _stream(
@@ -68,7 +76,7 @@ async def _stream(
         try:
             return await asyncio.wait_for(awaitable, timeout=max(0.0, limit - now))
         except asyncio.TimeoutError:
-            raise DownloadStalledError(_why(loop.time() - start, received, url, settings)) from None
+            raise _Stalled(_why(loop.time() - start, received, url, settings)) from None
 
     open_async = getattr(fs, "open_async", None)
     try:
@@ -87,7 +95,7 @@ async def _stream(
             received += len(block)
             elapsed = loop.time() - start
             if elapsed > settings.throughput_grace_s and received < settings.min_throughput_bps * elapsed:
-                raise DownloadStalledError(_why(elapsed, received, url, settings))
+                raise _Stalled(_why(elapsed, received, url, settings))
     finally:
         await _close(handle)
 
