@@ -7,13 +7,18 @@ loader's exact position, so a stopped run continues mid-epoch with ``ckpt_path=`
 import argparse
 import os
 import shutil
+import sys
+from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lit_streaming.datamodule import StreamingDataModule
-from lit_streaming.demo.models import ShapesClassifier
-from lit_streaming.demo.shapes import prepare
+
+# The demo's data and model live in the repository's demo/ package, which is not installed with the library.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from demo.models import ShapesClassifier  # noqa: E402
+from demo.shapes import prepare  # noqa: E402
 
 
 def make_trainer(checkpoints, **kwargs):

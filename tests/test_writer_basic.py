@@ -136,10 +136,15 @@ def test_none_skips_the_input(tmp_path):
     assert values(out) == [0, 2, 4, 6]
 
 
-def test_all_none_is_an_error_without_a_dataset(tmp_path):
-    with pytest.raises(Exception, match="no chunks were written"):
-        optimize(lambda i: None, [1, 2], str(tmp_path / "d"), chunk_size=2, num_workers=1)
-    assert not os.path.exists(tmp_path / "d" / "index.json")
+def test_all_none_writes_an_empty_dataset(tmp_path):
+    """As LitData: every input skipped is an empty dataset (an index without chunks), not an error."""
+    out = optimize(lambda i: None, [1, 2], str(tmp_path / "d"), chunk_size=2, num_workers=2)
+    index = json.loads((tmp_path / "d" / "index.json").read_text())
+    assert index["chunks"] == [] and index["config"]["data_format"] is None
+    assert sorted(os.listdir(out)) == ["index.json"]
+    # and it can be appended to: the first real sample decides the structure
+    optimize(payload, [3], out, chunk_size=2, num_workers=1, mode="append")
+    assert len(json.loads((tmp_path / "d" / "index.json").read_text())["chunks"]) == 1
 
 
 def test_empty_inputs_are_an_error(tmp_path):

@@ -1,25 +1,67 @@
-"""lit-streaming: stream LitData-format datasets into PyTorch Lightning, exactly once, resumable."""
+"""lit-streaming: stream LitData-format datasets into PyTorch Lightning, exactly once, resumable.
 
-from lit_streaming.combined import CombinedStreamingDataset
-from lit_streaming.dataloader import ResumeError, StreamingDataLoader
-from lit_streaming.dataset import StreamingDataset
-from lit_streaming.item_loaders import PyTreeLoader, TokensLoader
+Every public name is imported on first use (PEP 562 ``__getattr__``), not here: ``import lit_streaming.sampling``
+or ``lit_streaming.format`` then costs numpy only, the writer package (which uses ``lit_streaming.format``)
+does not drag in the loader, and only users of the DataModule pay for Lightning. ``from lit_streaming import
+optimize, map`` gives the writer's operators, so a LitData script ports with one import line.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# public name -> the module that defines it
+_EXPORTS: dict[str, str] = {
+    "CombinedStreamingDataset": "lit_streaming.combined",
+    "PyTreeLoader": "lit_streaming.item_loaders",
+    "ResumeError": "lit_streaming.dataloader",
+    "StreamingDataLoader": "lit_streaming.dataloader",
+    "StreamingDataModule": "lit_streaming.datamodule",
+    "StreamingDataset": "lit_streaming.dataset",
+    "TokensLoader": "lit_streaming.item_loaders",
+    # the writer's operators, as ``litdata`` exports them
+    "map": "lit_streaming_writer.map",
+    "merge_datasets": "lit_streaming_writer.merge",
+    "optimize": "lit_streaming_writer.optimize",
+    "walk": "lit_streaming_writer.walk",
+}
 
 __all__ = [
     "CombinedStreamingDataset",
-    "StreamingDataModule",
     "PyTreeLoader",
     "ResumeError",
     "StreamingDataLoader",
+    "StreamingDataModule",
     "StreamingDataset",
     "TokensLoader",
+    "map",
+    "merge_datasets",
+    "optimize",
+    "walk",
 ]
+assert sorted(__all__) == sorted(_EXPORTS)
+
+if TYPE_CHECKING:  # static analysers and IDEs see the real names
+    from lit_streaming.combined import CombinedStreamingDataset
+    from lit_streaming.dataloader import ResumeError, StreamingDataLoader
+    from lit_streaming.datamodule import StreamingDataModule
+    from lit_streaming.dataset import StreamingDataset
+    from lit_streaming.item_loaders import PyTreeLoader, TokensLoader
+    from lit_streaming_writer.map import map
+    from lit_streaming_writer.merge import merge_datasets
+    from lit_streaming_writer.optimize import optimize
+    from lit_streaming_writer.walk import walk
 
 
-def __getattr__(name: str):
-    # Lightning is imported only by those who use the DataModule (it adds seconds to every import).
-    if name == "StreamingDataModule":
-        from lit_streaming.datamodule import StreamingDataModule
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lit_streaming' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
 
-        return StreamingDataModule
-    raise AttributeError(f"module 'lit_streaming' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -2,16 +2,20 @@
 
 lit-streaming fit --config configs/demo.yaml
 lit-streaming inspect PATH_OR_URL
-lit-streaming verify PATH_OR_URL
+lit-streaming verify PATH_OR_URL [--block-size N]
+
+Dataset commands (inspect, verify, ...) parse their own arguments with argparse and never import Lightning;
+a failure is one line on stderr and a non-zero exit, not a traceback. Every other command goes to
+LightningCLI (imported only then).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import sys
-from collections.abc import Sequence
-
-from lit_streaming.datamodule import StreamingDataModule
+from collections.abc import Callable, Sequence
 
 
 def _inspect(path: str) -> int:
@@ -33,27 +37,146 @@ def _inspect(path: str) -> int:
     return 0
 
 
-def _verify(path: str) -> int:
-    """Read every sample once; any corrupt chunk raises an error naming it."""
-    from lit_streaming.dataset import StreamingDataset
+def _verify(path: str, block_size: int | None = None) -> int:
+    """Read and decode every sample once. A sample that fails names its chunk and item; the first failure of a
+    chunk ends that chunk's check (one broken file is one line), the other chunks are still checked.
 
-    ds = StreamingDataset(path, allow_pickle=True)
-    for i in range(ds.num_samples):
-        ds.read_sample(i)
-    print(f"{path}: {ds.num_samples} samples in {len(ds.chunk_lengths)} chunks read back fine")
+    Token datasets (TokensLoader) need a block size: ``--block-size``, else the index's ``block_size`` when
+    it records one, else the smallest chunk's token count, which makes every chunk yield at least one block,
+    so every chunk file is opened and its size and checksum are checked."""
+    from lit_streaming.dataset import StreamingDataset
+    from lit_streaming.storage import open_source
+
+    index = open_source(path).read_index()
+    kwargs: dict = {"allow_pickle": True}
+    blocks = ""
+    if index.item_loader_name == "TokensLoader":
+        from lit_streaming.item_loaders import TokensLoader
+
+        dims = [c.dim or 0 for c in index.chunks if c.dim]
+        recorded = index.config.get("block_size")
+        size = block_size or (recorded if isinstance(recorded, int) and recorded > 0 else None)
+        size = size or max(1, min(dims, default=1))
+        kwargs["item_loader"] = TokensLoader(size)
+        blocks = f" (token blocks of {size})"
+    elif block_size is not None:
+        raise ValueError(f"--block-size applies to token datasets; {path} uses {index.item_loader_name}")
+    ds = StreamingDataset(path, **kwargs)
+    bounds = [0]
+    for length in ds.chunk_lengths:
+        bounds.append(bounds[-1] + int(length))
+    failures = []
+    for k in range(len(ds.chunk_lengths)):
+        for i in range(bounds[k], bounds[k + 1]):
+            try:
+                ds.read_sample(i)
+            except Exception as err:
+                name = index.chunks[k].filename if k < len(index.chunks) else f"#{k}"
+                failures.append(f"{path}: chunk {name}, item {i - bounds[k]} (sample {i}): {_one_line(err)}")
+                break
+    for line in failures:
+        print(line, file=sys.stderr)
+    if failures:
+        raise _Failed(f"{len(failures)} of {len(ds.chunk_lengths)} chunks failed verification")
+    print(f"{path}: {ds.num_samples} samples{blocks} in {len(ds.chunk_lengths)} chunks read back fine")
     return 0
+
+
+class _Failed(Exception):
+    """Verification found problems, already printed one per line."""
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _dataset_commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable]]:
+    """name -> (help, add its arguments, run it with the parsed namespace)."""
+
+    def inspect_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("path", metavar="PATH_OR_URL", help="dataset folder or URL (holding index.json)")
+
+    def verify_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("path", metavar="PATH_OR_URL", help="dataset folder or URL (holding index.json)")
+        p.add_argument(
+            "--block-size",
+            type=_positive_int,
+            default=None,
+            help="tokens per sample for a TokensLoader dataset (default: from the index, else the smallest chunk)",
+        )
+
+    return {
+        "inspect": ("print a dataset's chunks, items and formats", inspect_args, lambda a: _inspect(a.path)),
+        "verify": (
+            "read and decode every sample; name every corrupt chunk",
+            verify_args,
+            lambda a: _verify(a.path, a.block_size),
+        ),
+    }
+
+
+def _run_dataset_command(name: str, args: list[str]) -> int:
+    commands = _dataset_commands()
+    help_text, add_arguments, run = commands[name]
+    parser = argparse.ArgumentParser(prog=f"lit-streaming {name}", description=help_text)
+    add_arguments(parser)
+    parsed = parser.parse_args(args)  # --help exits 0, a usage error exits 2
+    try:
+        return run(parsed)
+    except _Failed as err:
+        print(f"lit-streaming {name}: {err}", file=sys.stderr)
+        return 1
+    except Exception as err:
+        print(f"lit-streaming {name}: error: {_one_line(err)}", file=sys.stderr)
+        return 1
+
+
+_LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+
+def _print_help() -> None:
+    lines = [
+        "usage: lit-streaming COMMAND [ARGS]",
+        "",
+        "Lightning commands (LightningCLI + StreamingDataModule):",
+    ]
+    lines += [
+        f"  {name:<10} run Trainer.{name}; see lit-streaming {name} --help" for name in _LIGHTNING_COMMANDS
+    ]
+    lines += ["", "Dataset commands:"]
+    lines += [f"  {name:<10} {text}" for name, (text, _, _) in _dataset_commands().items()]
+    print("\n".join(lines))
+
+
+def _allow_project_modules() -> None:
+    """Let a config's ``class_path`` name a module of the project the command runs in (``demo.models`` in
+    configs/demo.yaml), as ``python -m`` does. Appended, so installed packages are never shadowed."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     cli_args = None if argv is None else args
-    if args and args[0] in ("inspect", "verify"):
-        if len(args) != 2:
-            print(f"usage: lit-streaming {args[0]} PATH_OR_URL", file=sys.stderr)
-            return 2
-        return _inspect(args[1]) if args[0] == "inspect" else _verify(args[1])
+    if not args or args[0] in ("-h", "--help"):
+        _print_help()
+        return 0 if args else 2
+    if args[0] in _dataset_commands():
+        return _run_dataset_command(args[0], args[1:])
+    _allow_project_modules()
     from lightning.pytorch import LightningModule
     from lightning.pytorch.cli import LightningCLI
+
+    from lit_streaming.datamodule import StreamingDataModule
 
     LightningCLI(
         LightningModule,

@@ -1,8 +1,13 @@
-"""Write side of lit-streaming: turn raw data into LitData-compatible chunked datasets."""
+"""Write side of lit-streaming: turn raw data into LitData-compatible chunked datasets.
+
+Importing it loads the on-disk format and the writer, never the read side's dataset, loader or cache.
+"""
 
 from lit_streaming_writer.errors import InputError, WorkerError
 from lit_streaming_writer.map import map
+from lit_streaming_writer.merge import merge_datasets
 from lit_streaming_writer.optimize import DatasetExistsError, optimize
+from lit_streaming_writer.walk import walk
 from lit_streaming_writer.writer import ChunkWriter, SampleStructureError
 
 __all__ = [
@@ -12,5 +17,7 @@ __all__ = [
     "SampleStructureError",
     "WorkerError",
     "map",
+    "merge_datasets",
     "optimize",
+    "walk",
 ]

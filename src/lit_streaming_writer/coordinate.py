@@ -49,7 +49,7 @@ class Stopped(Exception):
 
 class Job(Protocol):
     desc: str
-    total: int
+    total: int | None  # inputs to process; None when a queue feeds the workers (unknown in advance)
 
     def prepare(self, world_size: int) -> Any:
         """Rank 0, before anyone writes: check and clean the output; the result goes to every rank."""
@@ -104,7 +104,7 @@ def run_rank(job: Job, rank: int, world_size: int, group: Any) -> Outcome:
         plan = _broadcast(_attempt(job.prepare, world_size) if rank == 0 else None, group)
         if plan[0] == "error":
             return plan
-        if rank == 0:  # created once every rank is up, so that its rate measures the work
+        if rank == 0 and getattr(job, "verbose", True):  # once every rank is up: its rate measures the work
             bar = tqdm(total=job.total, desc=job.desc, unit="input", smoothing=0.1)
         status = _write(job, rank, world_size, plan[1], group, bar)
         if status[0] == "lost":

@@ -32,6 +32,7 @@ import torch.distributed as dist
 
 from lit_streaming_writer.coordinate import Job, Outcome, run_rank
 from lit_streaming_writer.errors import WorkerError
+from lit_streaming_writer.inputs import equal_bounds
 
 _CALLS = itertools.count()  # names this process's successive rendezvous in a shared store (all ranks agree)
 # Variables that Fabric's TorchElastic, SLURM and LSF environments need in order to detect a world. Checked
@@ -40,22 +41,26 @@ _CLUSTER_MARKERS = {"TORCHELASTIC_RUN_ID", "SLURM_NTASKS", "LSB_JOBID"}
 
 
 def shard_bounds(num_inputs: int, num_shards: int) -> list[tuple[int, int]]:
-    """Contiguous, balanced input ranges: merging shard outputs in rank order keeps the inputs' order."""
-    base, extra = divmod(num_inputs, num_shards)
-    bounds, start = [], 0
-    for r in range(num_shards):
-        end = start + base + (1 if r < extra else 0)
-        bounds.append((start, end))
-        start = end
-    return bounds
+    """Contiguous, balanced input ranges (see ``lit_streaming_writer.inputs.Split`` for weighted ones)."""
+    return equal_bounds(num_inputs, num_shards)
 
 
 def default_num_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def run(job: Job, num_workers: int | None, num_nodes: int | None, timeout: float) -> Any:
-    """Run ``job`` on its workers and return rank 0's result, or raise the first failure."""
+def run(
+    job: Job,
+    num_workers: int | None,
+    num_nodes: int | None,
+    timeout: float,
+    start_method: str | None = None,
+) -> Any:
+    """Run ``job`` on its workers and return rank 0's result, or raise the first failure.
+
+    ``start_method`` is how launched workers start (``"fork"`` when None; ``"spawn"`` / ``"forkserver"``
+    pickle ``fn`` and the inputs to every worker instead of inheriting them); an existing world's processes
+    and a single in-process worker are not started here, so it does not apply to them."""
     for name, value in (("num_workers", num_workers), ("num_nodes", num_nodes)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"`{name}` must be a positive int or None, got {value!r}")
@@ -70,11 +75,11 @@ def run(job: Job, num_workers: int | None, num_nodes: int | None, timeout: float
             return _unwrap(run_rank(job, world.rank, world.size, group))
     nodes = num_nodes or 1
     workers = num_workers or default_num_workers()
-    if nodes == 1:
+    if nodes == 1 and job.total is not None:
         workers = max(1, min(workers, job.total))
     if workers * nodes == 1:
         return _unwrap(run_rank(job, 0, 1, None))
-    return _unwrap(_launch(job, workers, nodes, timeout))
+    return _unwrap(_launch(job, workers, nodes, timeout, start_method or "fork"))
 
 
 def _unwrap(outcome: Outcome) -> Any:
@@ -165,14 +170,14 @@ def _init_default_group(world: _World, timeout: float) -> None:
     )
 
 
-def _launch(job: Job, workers: int, nodes: int, timeout: float) -> Outcome:
+def _launch(job: Job, workers: int, nodes: int, timeout: float, start_method: str) -> Outcome:
     from lightning.fabric import Fabric
     from lightning.fabric.plugins.environments import LightningEnvironment
     from lightning.fabric.strategies import DDPStrategy
     from torch.multiprocessing import ProcessExitedException, ProcessRaisedException
 
     strategy = DDPStrategy(
-        start_method="fork",
+        start_method=start_method,
         process_group_backend="gloo",
         timeout=timedelta(seconds=timeout),
         cluster_environment=LightningEnvironment(),

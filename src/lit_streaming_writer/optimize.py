@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import types
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 from lit_streaming.format import compression as zstd
 from lit_streaming.format.index import INDEX_FILENAME, DatasetIndex, merge_indexes
 from lit_streaming.format.units import parse_size
-from lit_streaming_writer import launch
+from lit_streaming_writer import compat, launch
 from lit_streaming_writer.checkpoint import Checkpointer, fingerprint
 from lit_streaming_writer.coordinate import Progress
 from lit_streaming_writer.errors import InputError, describe_input
@@ -32,36 +33,70 @@ class DatasetExistsError(FileExistsError):
 
 def optimize(
     fn: Callable[[Any], Any],
-    inputs: Sequence[Any],
-    output_dir: str,
+    inputs: Sequence[Any] | None = None,
+    output_dir: str = "optimized_data",
+    queue: Any = None,
+    input_dir: str | None = None,
+    weights: Sequence[float] | None = None,
     chunk_size: int | None = None,
     chunk_bytes: int | str | None = None,
-    num_workers: int | None = None,
-    num_nodes: int | None = None,
+    align_chunking: bool = False,
     compression: str | None = None,
+    compression_level: str | None = None,
+    compression_batch_size: int | None = None,
+    encryption: Any = None,
+    num_workers: int | None = None,
+    fast_dev_run: bool | int = False,
+    num_nodes: int | None = None,
+    machine: Any = None,
+    num_downloaders: int | None = None,
+    num_uploaders: int | None = None,
+    reorder_files: bool = True,
+    reader: Any = None,
+    batch_size: int | None = None,
     mode: str | None = None,
+    use_checkpoint: bool = False,
     item_loader: Any = None,
+    start_method: str | None = None,
+    optimize_dns: bool | None = None,
     storage_options: dict[str, Any] | None = None,
+    keep_data_ordered: bool | None = None,
+    verbose: bool = True,
+    broadcast_paths: bool = False,
+    key_fn: Callable[[Any], Any] | None = None,
+    *,
     timeout: float = 1800.0,
 ) -> str:
     """Apply ``fn`` to every input and write the samples to ``output_dir`` as chunks plus ``index.json``.
 
-    ``fn`` returns one sample, ``None`` (skip the input), or is a generator yielding many samples.
+    The arguments are litdata 0.2.76's, in its order; README "Compatibility with LitData" lists what each does
+    here. ``fn`` returns one sample, ``None`` (skip the input), or is a generator yielding many samples; when
+    every input is skipped the result is an empty dataset (an index with no chunks), as with LitData.
     ``output_dir`` is a local folder (shared by all nodes when there are several) or an fsspec URL such as
     ``s3://bucket/prefix`` (``storage_options`` go to fsspec); chunks are uploaded as soon as they are
-    written.
+    written. Inputs naming files under a remote ``input_dir`` (given, or the folder of the first input's
+    ``s3://...`` path) get those files downloaded first, ``num_downloaders`` threads per worker; ``fn`` sees
+    local paths.
 
     Workers: see ``lit_streaming_writer.launch``. Inside a ``torchrun`` / ``fabric run`` / Fabric script
     every rank is a worker; otherwise ``num_workers`` processes per node (default: one per CPU) are launched
-    with Fabric. Each worker takes a contiguous share of the inputs and the shares' chunks are listed in rank
-    order, so the same inputs and workers always give the same samples in the same order (and chunks).
+    with Fabric (``start_method``: ``"fork"``, the default, or ``"spawn"`` / ``"forkserver"``). Each worker
+    takes a contiguous share of the inputs (balanced by ``weights``, by file sizes under a local ``input_dir``
+    with ``reorder_files``, or whole chunks with ``align_chunking``) and the shares' chunks are listed in rank
+    order, so the same inputs and workers always give the same samples in the same order (and chunks). A
+    ``queue`` (a ``multiprocessing.Queue`` ended by putting ``None``) feeds the workers as items arrive instead;
+    its order is then the order the workers took them.
 
     ``mode``: ``None`` refuses an existing dataset, ``"overwrite"`` replaces it, ``"append"`` adds chunks
     after the existing ones (same sample structure and settings required). ``index.json`` appears only when
     every worker succeeded. After a crash, rerunning the same call resumes from the workers' checkpoints and
     gives the same dataset, chunks included, as an uninterrupted run (a generator ``fn`` must yield the same
-    samples for the same input). ``timeout`` bounds, in seconds, every wait of one worker for the others.
+    samples for the same input); this is always on, whatever ``use_checkpoint`` says. ``timeout`` bounds, in
+    seconds, every wait of one worker for the others (and for the next ``queue`` item). Returns
+    ``output_dir``'s location (LitData returns None).
     """
+    if not callable(fn):
+        raise TypeError(f"`fn` must be callable, got {type(fn).__name__}")
     if (chunk_size is None) == (chunk_bytes is None):
         raise ValueError("Pass exactly one of `chunk_size` (items per chunk) or `chunk_bytes` (e.g. '64MB')")
     if chunk_size is not None and (
@@ -72,19 +107,53 @@ def optimize(
     if mode not in _MODES:
         raise ValueError(f"`mode` must be None, 'overwrite' or 'append', got {mode!r}")
     zstd.parse_compression(compression)
-    if not callable(fn):
-        raise TypeError(f"`fn` must be callable, got {type(fn).__name__}")
-    inputs = inputs if isinstance(inputs, Sequence) else list(inputs)
-    if len(inputs) == 0:
-        raise ValueError("`inputs` is empty: nothing to optimize")
+    if compression_level not in (None, "chunk"):
+        raise ValueError(
+            f"`compression_level={compression_level!r}`: lit-streaming writes whole-chunk compression only "
+            "(compression_level=None or 'chunk'); it reads LitData's 'batch' and 'sample' chunks"
+        )
+    if encryption is not None:
+        raise ValueError("`encryption`: lit-streaming neither writes nor reads encrypted datasets; pass None")
+    if key_fn is not None:
+        raise ValueError(
+            "`key_fn`: LitData's keys/ sidecar (dataset[key], dataset_update) is not supported; pass None"
+        )
+    if align_chunking and chunk_size is None:
+        raise ValueError("`align_chunking=True` needs `chunk_size` (whole chunks of items per worker)")
+    num_workers = compat.check_common(
+        machine=machine,
+        start_method=start_method,
+        num_workers=num_workers,
+        num_downloaders=num_downloaders,
+        num_uploaders=num_uploaders,
+        batch_size=batch_size,
+        keep_data_ordered=keep_data_ordered,
+    )
+    work = compat.prepare_work(
+        inputs=inputs,
+        queue=queue,
+        input_dir=input_dir,
+        weights=weights,
+        batch_size=batch_size,
+        fast_dev_run=fast_dev_run,
+        reader=reader,
+        reorder_files=reorder_files,
+        align_chunk=chunk_size if align_chunking else None,
+        num_workers=num_workers,
+        num_downloaders=num_downloaders,
+        storage_options=storage_options,
+        timeout=timeout,
+        what="optimize",
+    )
     settings = dict(
         chunk_size=chunk_size,
         chunk_bytes=chunk_bytes,
         compression=compression,
         tokens=item_loader is not None and type(item_loader).__name__ == "TokensLoader",
     )
-    job = _OptimizeJob(fn, inputs, Output(output_dir, storage_options), settings, mode)
-    return launch.run(job, num_workers, num_nodes, timeout)
+    out = Output(compat.output_location(output_dir), storage_options)
+    job = _OptimizeJob(fn, work, out, settings, mode, verbose=bool(verbose))
+    return launch.run(job, num_workers, num_nodes, timeout, start_method=start_method)
 
 
 @dataclass
@@ -92,20 +161,29 @@ class _Plan:
     existing: DatasetIndex | None  # the dataset appended to
     base: str  # digest of that dataset's index ("" when none); part of every worker's fingerprint
     first_chunk: int
+    nonce: str = ""  # queue jobs: unique per call, so that no checkpoint of an earlier call is resumed
 
 
 class _OptimizeJob:
     desc = "optimize"
 
     def __init__(
-        self, fn: Callable, inputs: Sequence[Any], out: Output, settings: dict[str, Any], mode: str | None
+        self,
+        fn: Callable,
+        work: compat.Work,
+        out: Output,
+        settings: dict[str, Any],
+        mode: str | None,
+        verbose: bool = True,
     ):
         self.fn = fn
-        self.inputs = inputs
+        self.work = work
+        self.inputs = work.inputs if work.inputs is not None else []
         self.out = out
         self.settings = settings
         self.mode = mode
-        self.total = len(inputs)
+        self.total = work.total
+        self.verbose = verbose
 
     def prepare(self, world_size: int) -> _Plan:
         out = self.out
@@ -133,11 +211,14 @@ class _OptimizeJob:
             1 + max((_chunk_number(c.filename) for c in existing.chunks), default=-1) if existing else 0
         )
         base = hashlib.blake2b(text.encode(), digest_size=16).hexdigest() if existing else ""
-        return _Plan(existing, base, first_chunk)
+        nonce = uuid.uuid4().hex if self.work.inputs is None else ""
+        return _Plan(existing, base, first_chunk, nonce)
 
     def run(self, rank: int, world_size: int, plan: _Plan, progress: Progress) -> DatasetIndex:
-        start, end = launch.shard_bounds(self.total, world_size)[rank]
+        split = self.work.split
+        start, end = split.bounds(world_size)[rank] if split is not None else (0, 0)
         key = dict(self.settings, base=plan.base, first_chunk=plan.first_chunk, total=self.total)
+        key.update(nonce=plan.nonce, bounds=[start, end])
         key.update(rank=rank, world_size=world_size)
         checkpointer = Checkpointer(
             self.out, f"{rank}.index.json", fingerprint(key, self.fn, self.inputs, start, end)
@@ -153,18 +234,20 @@ class _OptimizeJob:
             )
             next_input, next_sample = shard.position or (start, 0)
             progress.advance(next_input - start)
-            for i in range(next_input, end):
-                self._write_input(shard, i, next_sample if i == next_input else 0)
+            last = next_input
+            for i, item in self.work.source.items(next_input, end):
+                self._write_input(shard, i, item, next_sample if i == next_input else 0)
                 progress.advance()
-            return shard.close(end)
+                last = i + 1
+            return shard.close(max(end, last))
         finally:
             shard.cleanup()
 
-    def _write_input(self, shard: ShardWriter, i: int, skip: int) -> None:
+    def _write_input(self, shard: ShardWriter, i: int, item: Any, skip: int) -> None:
         """Write input ``i``'s samples, skipping the first ``skip`` (already in published chunks)."""
-        where = describe_input(i, self.inputs[i])
+        where = describe_input(i, item)
         try:
-            result = self.fn(self.inputs[i])
+            result = self.fn(item)
         except Exception as err:
             raise InputError(f"fn failed on {where}: {type(err).__name__}: {err}", i) from err
         if not isinstance(result, types.GeneratorType):
@@ -184,7 +267,13 @@ class _OptimizeJob:
             number += 1
 
     def finish(self, plan: _Plan, parts: list[DatasetIndex]) -> str:
-        merged = merge_indexes(([plan.existing] if plan.existing else []) + parts, self.out.url)
+        every = ([plan.existing] if plan.existing else []) + parts
+        if any(part.chunks for part in every):
+            merged = merge_indexes(every, self.out.url)
+        else:  # fn returned None for every input: an empty dataset, as LitData writes one
+            merged = DatasetIndex(
+                chunks=[], config=plan.existing.config if plan.existing else parts[0].config
+            )
         self.out.write_text(INDEX_FILENAME, merged.to_json())
         self.out.remove([f"{rank}.index.json" for rank in range(len(parts))])
         return self.out.url

@@ -44,7 +44,10 @@ class ShardWriter:
             part = DatasetIndex.from_json(json.dumps(doc), out.path(checkpointer.name))
             self.chunks, config = part.chunks, part.config
             self.position = (int(progress["next_input"]), int(progress["next_sample"]))
-        expected = DatasetIndex([], config) if config and config.get("data_format") else existing
+        if config and config.get("data_format"):
+            expected: DatasetIndex | None = DatasetIndex([], config)
+        else:  # an empty dataset appended to (every input was skipped) has no structure yet
+            expected = existing if existing is not None and existing.data_format else None
         self.local_dir, self._temporary = out.staging_dir("")
         self.writer = ChunkWriter(
             self.local_dir,

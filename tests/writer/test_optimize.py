@@ -131,8 +131,8 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path):
         optimize(sample, range(3), str(tmp_path))
     with pytest.raises(ValueError, match="mode"):
         optimize(sample, range(3), str(tmp_path), chunk_size=1, mode="replace")
-    with pytest.raises(ValueError, match="num_workers"):
-        optimize(sample, range(3), str(tmp_path), chunk_size=1, num_workers=0)
+    with pytest.raises(ValueError, match="num_workers"):  # 0 means one worker, as in LitData
+        optimize(sample, range(3), str(tmp_path), chunk_size=1, num_workers=-1)
     with pytest.raises(ValueError, match="MASTER_ADDR"):
         optimize(sample, range(3), str(tmp_path), chunk_size=1, num_workers=1, num_nodes=2)
     with pytest.raises(ValueError, match="empty"):

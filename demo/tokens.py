@@ -3,7 +3,7 @@
 ``prose`` holds simple English-like sentences, ``code`` tiny Python-like lines; both are byte tokens
 (vocabulary 256, as ``TinyLM`` expects), written with ``TokensLoader`` so they stream as fixed-size blocks.
 
-    python -m lit_streaming.demo.tokens .demo/tokens     # then: lit-streaming fit --config configs/tokens.yaml
+    python -m demo.tokens .demo/tokens     # then: lit-streaming fit --config configs/tokens.yaml
 """
 
 from __future__ import annotations

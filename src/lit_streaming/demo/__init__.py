@@ -1,1 +1,0 @@
-"""Small, self-contained demo data and models used by `make demo`, the configs and the examples."""
