@@ -159,8 +159,14 @@ class WindowedShare(KeySequence):
         self._check(lo, hi)
         if lo == hi:
             return []
-        first = int(np.searchsorted(self.piece_start, lo, side="right")) - 1
-        last = int(np.searchsorted(self.piece_start, hi, side="left"))
+        if self.shuffle:
+            # A shuffled window's positions hold ids of any of its pieces: name all pieces of the windows read.
+            w0 = int(np.searchsorted(self.window_start, lo, side="right")) - 1
+            w1 = int(np.searchsorted(self.window_start, hi, side="left"))
+            first, last = w0 * self.window_chunks, min(w1 * self.window_chunks, self.piece_chunk.size)
+        else:
+            first = int(np.searchsorted(self.piece_start, lo, side="right")) - 1
+            last = int(np.searchsorted(self.piece_start, hi, side="left"))
         return [(self.leaf, self.piece_chunk[first:last])]
 
     def __getstate__(self) -> dict:
