@@ -128,7 +128,10 @@ def _run_dataset_command(name: str, args: list[str]) -> int:
     help_text, add_arguments, run = commands[name]
     parser = argparse.ArgumentParser(prog=f"lit-streaming {name}", description=help_text)
     add_arguments(parser)
-    parsed = parser.parse_args(args)  # --help exits 0, a usage error exits 2
+    try:
+        parsed = parser.parse_args(args)
+    except SystemExit as done:  # --help (0) or a usage error (2, argparse printed the usage): a return code
+        return int(done.code or 0)
     try:
         return run(parsed)
     except _Failed as err:

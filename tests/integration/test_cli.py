@@ -137,3 +137,74 @@ def test_console_script(in_workdir):
     done = subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "max_steps=2" in done.stdout + done.stderr
+
+
+# ---- dataset commands: --help, token datasets, one-line errors, no Lightning ---------------------------------
+
+
+@pytest.mark.parametrize("command", ["inspect", "verify"])
+def test_every_dataset_command_has_help(command, capsys):
+    assert main([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: lit-streaming {command}") and "PATH_OR_URL" in out
+
+
+def test_top_level_help_lists_every_command(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in ("fit", "validate", "test", "predict", "inspect", "verify"):
+        assert f"  {command} " in out
+
+
+def test_verify_token_dataset(in_workdir, capsys):
+    """Token datasets: the block size comes from --block-size, else every chunk yields at least one block."""
+    assert main(["verify", ".demo/tokens/prose"]) == 0
+    assert "token blocks of" in capsys.readouterr().out
+    assert main(["verify", ".demo/tokens/prose", "--block-size", "64"]) == 0
+    assert "token blocks of 64" in capsys.readouterr().out
+    assert main(["verify", ".demo/tokens/prose", "--block-size", "0"]) == 2  # argparse: a usage error
+    assert main(["verify", ".demo/shapes/train", "--block-size", "8"]) == 1  # not a token dataset
+    assert "applies to token datasets" in capsys.readouterr().err
+
+
+def _record(i: int) -> dict:
+    return {"id": i, "text": f"record {i}" * 20}
+
+
+def test_verify_names_every_corrupt_chunk_in_one_line_each(tmp_path, capsys):
+    import json
+
+    from lit_streaming_writer import optimize
+
+    copy = tmp_path / "broken"
+    optimize(_record, list(range(12)), str(copy), chunk_size=4, num_workers=1, verbose=False)
+    names = [c["filename"] for c in json.loads((copy / "index.json").read_text())["chunks"]]
+    assert len(names) == 3
+    for name in (names[0], names[-1]):
+        data = bytearray((copy / name).read_bytes())
+        data[-8:] = b"\xff" * 8
+        (copy / name).write_bytes(bytes(data))
+    assert main(["verify", str(copy)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3, err  # one line per corrupt chunk, then the summary
+    assert names[0] in err[0] and names[-1] in err[1]
+    assert "2 of 3 chunks" in err[2] and "Traceback" not in "\n".join(err)
+
+
+def test_missing_dataset_is_a_one_line_error(tmp_path, capsys):
+    for command in ("inspect", "verify"):
+        assert main([command, str(tmp_path / "nothing")]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"lit-streaming {command}: error:"), err
+
+
+def test_dataset_commands_do_not_import_lightning(workdir):
+    code = (
+        "import sys; from lit_streaming.cli import main; "
+        f"assert main(['inspect', {str(workdir / '.demo' / 'shapes' / 'train')!r}]) == 0; "
+        f"assert main(['verify', {str(workdir / '.demo' / 'shapes' / 'train')!r}]) == 0; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning')); "
+        "assert not bad, bad"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
