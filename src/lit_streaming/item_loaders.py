@@ -1,35 +1,72 @@
 """How a chunk's items become samples: ``PyTreeLoader`` (the default: any nested structure of leaves) and
-``TokensLoader`` (LLM pre-training: fixed-size token blocks cut across record boundaries)."""
+``TokensLoader`` (LLM pre-training: fixed-size token blocks cut across record boundaries).
+
+A loader the user passes (``item_loader=TokensLoader(2049)``) is a *description*: ``loader_for`` binds a fresh
+copy of it to each dataset, so one object shared by several datasets (the README's mixing example) never
+carries one dataset's dtypes or chunk cache into another.
+"""
 
 from __future__ import annotations
 
+import struct
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any
 
 from lit_streaming.format import pytree
 from lit_streaming.format.chunk import ChunkView, CorruptChunkError
 from lit_streaming.format.index import ChunkEntry, DatasetIndex, InvalidIndexError
 from lit_streaming.format.items import split_pytree_item
-from lit_streaming.format.serializers import PickleNotAllowedError, serializer_named
+from lit_streaming.format.serializers import (
+    MEDIA_KINDS,
+    PickleNotAllowedError,
+    UnknownSerializerError,
+    serializer_named,
+)
 
 _VIEW_FORMATS = ("no_header_numpy", "numpy", "no_header_tensor", "tensor")
+# What a damaged leaf raises while it is decoded (PIL's OSError, UTF-8 and numpy size errors are ValueErrors,
+# truncated struct/pickle payloads, torchvision's RuntimeError); each becomes a CorruptChunkError naming it.
+_DECODE_ERRORS = (ValueError, OSError, struct.error, EOFError, RuntimeError, IndexError, KeyError, TypeError)
 
 
 class ItemLoader(ABC):
-    """Turns chunk bytes into samples. One instance per dataset; cheap to pickle into workers."""
+    """Turns chunk bytes into samples. ``bind`` gives each dataset its own instance; cheap to pickle into
+    workers."""
+
+    def bind(self) -> ItemLoader:
+        """A fresh, unset-up loader with the same settings: what ``loader_for`` hands each dataset."""
+        return type(self)(**self.options())
+
+    def options(self) -> dict[str, Any]:
+        """The constructor arguments that describe this loader (``bind`` rebuilds it from them)."""
+        return {}
 
     def setup(self, index: DatasetIndex, source: str, allow_pickle: bool) -> None:
         self._source = source
         data_format = index.data_format
         if not data_format:
             raise InvalidIndexError(f"{source}: config.data_format is empty")
-        if not allow_pickle and any(fmt.split(":")[0] == "pickle" for fmt in data_format):
+        # Our writer never pickles numpy scalars, so a pickle leaf in an index it wrote holds arbitrary
+        # objects: refuse before any chunk is read. LitData pickles numpy scalars, which the restricted
+        # unpickler reads; anything else in its pickle leaves is refused when the item is read.
+        written_by_us = "format_version" in index.config
+        if not allow_pickle and written_by_us and any(fmt.split(":")[0] == "pickle" for fmt in data_format):
             raise PickleNotAllowedError(
                 f"{source} stores pickled leaves (data_format={data_format}). Unpickling runs arbitrary code, "
                 "so it is refused by default; pass allow_pickle=True if you trust this dataset."
             )
         self._formats = data_format
-        self._serializers = [serializer_named(fmt, allow_pickle=allow_pickle) for fmt in data_format]
+        self._serializers = [self._serializer(fmt, allow_pickle) for fmt in data_format]
+
+    def _serializer(self, fmt: str, allow_pickle: bool) -> Any:
+        try:
+            return serializer_named(fmt, allow_pickle=allow_pickle, decode=self._decode_modes())
+        except UnknownSerializerError as err:
+            raise UnknownSerializerError(f"{self._source}/index.json: config.data_format: {err}") from err
+
+    def _decode_modes(self) -> Mapping[str, str] | None:
+        return None
 
     @abstractmethod
     def chunk_length(self, entry: ChunkEntry) -> int:
@@ -44,6 +81,27 @@ class ItemLoader(ABC):
 
 
 class PyTreeLoader(ItemLoader):
+    """Any nested structure of leaves (the default).
+
+    Args:
+        decode: media kinds to decode instead of returning their file bytes, e.g. ``{"video": "decode"}``
+            (kinds: video, audio, pdf, mesh, nifti; each needs the library LitData uses for it). Images,
+            JPEGs and TIFFs are always decoded, as LitData does.
+    """
+
+    def __init__(self, decode: Mapping[str, str] | None = None) -> None:
+        decode = dict(decode or {})
+        unknown = sorted(set(decode) - set(MEDIA_KINDS))
+        if unknown:
+            raise ValueError(f"`decode` names unknown media kinds {unknown}; known: {list(MEDIA_KINDS)}")
+        self.decode = decode
+
+    def options(self) -> dict[str, Any]:
+        return {"decode": dict(self.decode)}
+
+    def _decode_modes(self) -> Mapping[str, str] | None:
+        return self.decode
+
     def setup(self, index: DatasetIndex, source: str, allow_pickle: bool) -> None:
         super().setup(index, source, allow_pickle)
         spec = index.config.get("data_spec")
@@ -51,6 +109,11 @@ class PyTreeLoader(ItemLoader):
             self._spec = pytree.loads(spec) if spec is not None else None
         except Exception as err:
             raise InvalidIndexError(f"{source}: config.data_spec is not a valid pytree spec ({err})") from err
+        if self._spec is not None and self._spec.num_leaves != len(self._formats):
+            raise InvalidIndexError(
+                f"{source}: config.data_spec has {self._spec.num_leaves} leaves but data_format lists "
+                f"{len(self._formats)}"
+            )
         self._pairs = list(zip(self._serializers, self._formats, strict=False))
         # Array leaves are returned as zero-copy views of the chunk; every other leaf is decoded into fresh
         # memory, after which the item's mapped pages are no longer needed.
@@ -63,12 +126,30 @@ class PyTreeLoader(ItemLoader):
         leaves = split_pytree_item(
             view.item(local_index), len(self._pairs), f"{view.name} item {local_index}"
         )
-        values = [ser.deserialize(data, fmt) for data, (ser, fmt) in zip(leaves, self._pairs, strict=False)]
+        try:
+            values = [
+                ser.deserialize(data, fmt) for data, (ser, fmt) in zip(leaves, self._pairs, strict=False)
+            ]
+        except _DECODE_ERRORS as err:
+            raise self._leaf_error(view, local_index, leaves) from err
         if not self._views:
             view.drop_item_pages(local_index)
         if self._spec is None:
             return values[0] if len(values) == 1 else values
         return pytree.unflatten(values, self._spec)
+
+    def _leaf_error(self, view: ChunkView, local_index: int, leaves: list[memoryview]) -> Exception:
+        """Find the leaf that fails (decoding again, leaf by leaf) and describe it: dataset, chunk, item, leaf."""
+        paths = pytree.spec_leaf_paths(self._spec) if self._spec is not None else None
+        for k, (data, (ser, fmt)) in enumerate(zip(leaves, self._pairs, strict=False)):
+            try:
+                ser.deserialize(data, fmt)
+            except _DECODE_ERRORS as err:
+                where = f"{view.name} item {local_index} leaf {paths[k] if paths else k} ({fmt!r})"
+                if isinstance(err, PickleNotAllowedError):
+                    return PickleNotAllowedError(f"{where}: {err}")
+                return CorruptChunkError(f"{where} cannot be decoded: {type(err).__name__}: {err}")
+        return CorruptChunkError(f"{view.name} item {local_index} cannot be decoded")
 
 
 class TokensLoader(ItemLoader):
@@ -80,6 +161,9 @@ class TokensLoader(ItemLoader):
             raise ValueError(f"`block_size` must be a positive int, got {block_size!r}")
         self.block_size = block_size
         self._flat: dict[int, tuple[Any, Any]] = {}
+
+    def options(self) -> dict[str, Any]:
+        return {"block_size": self.block_size}
 
     def setup(self, index: DatasetIndex, source: str, allow_pickle: bool) -> None:
         super().setup(index, source, allow_pickle)
@@ -103,7 +187,10 @@ class TokensLoader(ItemLoader):
     def load(self, view: ChunkView, local_index: int) -> Any:
         cached = self._flat.get(id(view))
         if cached is None or cached[0] is not view:
-            flat = self._serializers[0].deserialize(view.body(), self._formats[0])
+            try:
+                flat = self._serializers[0].deserialize(view.body(), self._formats[0])
+            except ValueError as err:
+                raise CorruptChunkError(f"{view.name}: token data ({self._formats[0]!r}): {err}") from err
             self._flat = {id(view): (view, flat)}
             cached = self._flat[id(view)]
         flat = cached[1]
@@ -124,7 +211,9 @@ class TokensLoader(ItemLoader):
 
 
 def loader_for(index: DatasetIndex, requested: ItemLoader | None, source: str) -> ItemLoader:
-    """The loader the index was written for; a mismatching explicit loader is a clear error, not garbage."""
+    """A loader of its own for one dataset: a fresh copy of the one the user described (never the object
+    itself, which other datasets may share), or the default for the index. A mismatching explicit loader is
+    a clear error, not garbage."""
     written = index.item_loader_name
     if requested is None:
         if written == "TokensLoader":
@@ -136,4 +225,4 @@ def loader_for(index: DatasetIndex, requested: ItemLoader | None, source: str) -
         raise ValueError(
             f"{source} was written with {written}, but item_loader={type(requested).__name__} was given"
         )
-    return requested
+    return requested.bind()

@@ -10,15 +10,38 @@ from typing import Any
 
 from torch.utils import _pytree
 
+from lit_streaming.format.serializers import JsonLeaf, is_json_value
+
 TreeSpec = _pytree.TreeSpec
 
 
+def wrap_json_lists(sample: Any) -> Any:
+    """In a dict sample, make every list of JSON values (in the dict or its nested dicts) one ``JsonLeaf``.
+
+    This is how LitData 0.2.76 writes dict samples: a list field is one ``json`` leaf instead of one leaf per
+    element, so samples whose lists differ in length share one structure. Other samples, tuples and lists
+    holding arrays or images are left to the pytree as before.
+    """
+    if not isinstance(sample, dict):
+        return sample
+    return {key: _wrap_field(value) for key, value in sample.items()}
+
+
+def _wrap_field(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _wrap_field(item) for key, item in value.items()}
+    if isinstance(value, list) and is_json_value(value):
+        return JsonLeaf(value)
+    return value
+
+
 def flatten(sample: Any) -> tuple[list[Any], TreeSpec]:
-    return _pytree.tree_flatten(sample)
+    """Leaves and structure of a sample as the writer stores it (JSON lists of dict samples are one leaf)."""
+    return _pytree.tree_flatten(wrap_json_lists(sample))
 
 
 def leaves(sample: Any) -> list[Any]:
-    return _pytree.tree_leaves(sample)
+    return _pytree.tree_leaves(wrap_json_lists(sample))
 
 
 def unflatten(values: list[Any], spec: TreeSpec) -> Any:
@@ -40,5 +63,16 @@ def describe_mismatch(expected: TreeSpec, got: TreeSpec) -> str:
 
 def leaf_path(sample: Any, leaf_number: int) -> str:
     """Where leaf ``leaf_number`` sits in ``sample`` (e.g. ``['image']``), for error messages."""
-    paths, _ = _pytree.tree_flatten_with_path(sample)
+    paths, _ = _pytree.tree_flatten_with_path(wrap_json_lists(sample))
     return _pytree.keystr(paths[leaf_number][0]) or "<root>"
+
+
+class _Mark:
+    __slots__ = ()
+
+
+def spec_leaf_paths(spec: TreeSpec) -> list[str]:
+    """The path of every leaf of ``spec`` (e.g. ``['image']``), in leaf order, for error messages."""
+    marks = [_Mark() for _ in range(spec.num_leaves)]  # leaves the pytree cannot mistake for nodes
+    paths, _ = _pytree.tree_flatten_with_path(_pytree.tree_unflatten(marks, spec))
+    return [_pytree.keystr(path) or "<root>" for path, _ in paths]
