@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import time
 from fractions import Fraction
 
+import numpy as np
 import pytest
 from _storage_support import (
+    Sample,
     chunk_names,
     flip_byte,
     forge_offsets,
@@ -23,7 +26,8 @@ from lit_streaming import StreamingDataset
 from lit_streaming.format.chunk import CorruptChunkError
 from lit_streaming.format.index import InvalidIndexError
 from lit_streaming.format.serializers import PickleNotAllowedError
-from lit_streaming.storage import ChunkIntegrityError
+from lit_streaming.item_loaders import TokensLoader
+from lit_streaming.storage import ChunkIntegrityError, UnsafeFileError
 from lit_streaming_writer import optimize
 
 
@@ -119,3 +123,120 @@ def test_a_corrupt_chunk_is_never_published_to_the_cache(tmp_path, dataset, memo
             ds[0]
     assert not os.path.exists(os.path.join(ds._source.cache_path, name))
     assert ds[4]["i"] == 4  # other chunks are fine
+
+
+# ---- sizes an index declares are bounded before anything is allocated (issue 12 item 6) ------------------------
+def opens_quickly(where, folder, **kwargs):
+    start = time.monotonic()
+    try:
+        return where(folder, **kwargs)
+    finally:
+        assert time.monotonic() - start < 1
+
+
+@pytest.mark.parametrize("claimed", [10**12, 4 * 10**8])
+def test_a_forged_chunk_size_is_refused_before_the_plan_is_built(where, dataset, claimed):
+    def edit(index: dict) -> None:
+        index["chunks"][1]["chunk_size"] = claimed
+
+    rewrite_index(dataset, edit)
+    name = chunk_names(dataset)[1]
+    with pytest.raises(InvalidIndexError, match=rf"chunks\[1\] \({name}\): chunk_size {claimed} cannot fit"):
+        opens_quickly(where, dataset, shuffle=True)
+
+
+def test_a_forged_token_count_is_refused(where, tmp_path):
+    folder = tmp_path / "tokens"
+    optimize(
+        TokenRecord(), list(range(8)), str(folder), chunk_size=4, num_workers=1, item_loader=TokensLoader()
+    )
+
+    def edit(index: dict) -> None:
+        index["chunks"][0]["dim"] = 10**12
+
+    rewrite_index(folder, edit)
+    with pytest.raises(
+        InvalidIndexError, match=r"chunks\[0\] \(.*\): dim 1000000000000 \(tokens\) cannot fit"
+    ):
+        opens_quickly(where, folder, item_loader=TokensLoader(block_size=4))
+
+
+class TokenRecord:
+    def __call__(self, i: int) -> np.ndarray:
+        return np.arange(i, i + 10, dtype=np.int32)
+
+
+def test_a_forged_item_count_in_a_chunk_header_is_refused(where, dataset):
+    name = chunk_names(dataset)[0]
+    data = bytearray((dataset / name).read_bytes())
+    struct.pack_into("<I", data, 0, 10**8)
+    (dataset / name).write_bytes(bytes(data))
+    set_checksum(dataset, name)
+    with pytest.raises(CorruptChunkError, match=rf"{name}.*holds 100000000 items but index.json says 4"):
+        read_all_quickly(where(dataset))
+
+
+def test_a_compressed_chunk_claiming_gigabytes_is_refused_before_inflating(where, tmp_path):
+    folder = tmp_path / "zstd"
+    optimize(Sample(300, "z"), list(range(8)), str(folder), chunk_size=4, num_workers=1, compression="zstd")
+    claim = 3 * 2**30
+
+    def claim_3_gib(index: dict) -> None:
+        index["chunks"][0]["chunk_bytes"] = claim
+
+    rewrite_index(folder, claim_3_gib)
+    with pytest.raises(InvalidIndexError, match=rf"chunk_bytes {claim} is more than 1024x its file_bytes"):
+        opens_quickly(where, folder)
+
+    def as_litdata_writes_it(index: dict) -> None:  # no file_bytes: only the read can tell
+        for chunk in index["chunks"]:
+            chunk.pop("file_bytes")
+            chunk.pop("checksum")
+
+    rewrite_index(folder, as_litdata_writes_it)
+    name = chunk_names(folder)[0]
+    with pytest.raises(CorruptChunkError, match=rf"{name}.*chunk_bytes {claim} is more than 1024x.*zip bomb"):
+        read_all_quickly(where(folder))
+
+
+# ---- reads outside the dataset (item 7) ----------------------------------------------------------------------
+@pytest.fixture(params=["in place", "local:"])
+def local_where(request, tmp_path):
+    """A dataset folder read in place or copied through the cache by ``local:``."""
+
+    def open_dataset(folder, **kwargs) -> StreamingDataset:
+        if request.param == "in place":
+            return StreamingDataset(str(folder), **kwargs)
+        return StreamingDataset(f"local:{folder}", cache_dir=str(tmp_path / "cache"), **kwargs)
+
+    return open_dataset
+
+
+def test_a_symlink_out_of_the_dataset_folder_is_not_followed(local_where, dataset, tmp_path):
+    name = chunk_names(dataset)[1]
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes((dataset / name).read_bytes())  # even bytes that pass every check stay unread
+    (dataset / name).unlink()
+    (dataset / name).symlink_to(secret)
+    with pytest.raises(UnsafeFileError, match=rf"{name} resolves to {secret}, outside the dataset folder"):
+        read_all_quickly(local_where(dataset))
+    cache = tmp_path / "cache"
+    copied = [p for p in cache.rglob(name)] if cache.exists() else []
+    assert copied == []
+
+
+def test_a_fifo_as_a_chunk_is_refused_not_opened(local_where, dataset):
+    name = chunk_names(dataset)[2]
+    (dataset / name).unlink()
+    os.mkfifo(dataset / name)
+    with pytest.raises(UnsafeFileError, match=rf"{name} is a FIFO; refusing to read it"):
+        read_all_quickly(local_where(dataset))
+
+
+def test_a_fifo_as_index_json_is_refused_not_opened(dataset):
+    (dataset / "index.json").unlink()
+    os.mkfifo(dataset / "index.json")
+    start = time.monotonic()
+    with pytest.raises((InvalidIndexError, UnsafeFileError), match=r"index.json.*(not a regular file|FIFO)"):
+        StreamingDataset(str(dataset))
+    assert time.monotonic() - start < 1

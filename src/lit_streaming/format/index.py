@@ -9,13 +9,20 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import stat
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
+
+from lit_streaming.format.compression import INFLATE_FLOOR, MAX_INFLATE_RATIO, inflate_limit
 
 INDEX_FILENAME = "index.json"
 FORMAT_VERSION = 1
 _CHUNK_KEYS = ("chunk_bytes", "chunk_size", "dim", "filename", "checksum", "file_bytes")
+# Loaders whose chunks use the classic layout (u32 item count, u32 offsets, payloads): a chunk of N items takes
+# at least 4 * (N + 2) bytes before any compression, which bounds what an index may claim.
+_CLASSIC_LOADERS = ("PyTreeLoader", "TokensLoader")
 
 
 class InvalidIndexError(ValueError):
@@ -23,22 +30,33 @@ class InvalidIndexError(ValueError):
 
 
 def check_relative_filename(name: Any, source: str) -> str:
-    """Refuse chunk names that are absolute or escape the dataset folder (a hostile index must not read /etc)."""
+    """Refuse chunk names that are absolute or escape the dataset folder (a hostile index must not read /etc).
+
+    Names are checked as written and percent-decoded (until stable): ``%2e%2e/secret.bin`` reaches
+    ``/secret.bin`` on an HTTP server that decodes the path, and ``..%2fx`` on one that decodes slashes.
+    """
     if not isinstance(name, str) or not name:
         raise InvalidIndexError(f"{source}: chunk filename {name!r} is not a non-empty string")
+    forms = [name]
+    while len(forms) < 8 and unquote(forms[-1]) != forms[-1]:
+        forms.append(unquote(forms[-1]))
+    if any(_escapes(form) for form in forms):
+        raise InvalidIndexError(
+            f"{source}: chunk filename {name!r} escapes the dataset folder; refusing to read it"
+        )
+    return name
+
+
+def _escapes(name: str) -> bool:
     normalized = posixpath.normpath(name.replace("\\", "/"))
-    if (
+    return (
         name.startswith(("/", "\\"))
         or (len(name) > 1 and name[1] == ":")
         or "://" in name
         or normalized == ".."
         or normalized.startswith("../")
         or "\x00" in name
-    ):
-        raise InvalidIndexError(
-            f"{source}: chunk filename {name!r} escapes the dataset folder; refusing to read it"
-        )
-    return name
+    )
 
 
 @dataclass
@@ -91,6 +109,53 @@ def _compression_level(value: Any, source: str) -> str:
     return level
 
 
+def _format_version(value: Any, source: str) -> int:
+    """``config.format_version`` as an int: absent means 1 (LitData's indexes), ``"2"`` means 2, anything that
+    is not a whole number is refused (a version we cannot compare is one we cannot promise to read)."""
+    if value is None:
+        return 1
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidIndexError(f"{source}: config.format_version {value!r} is not a version number")
+    return value
+
+
+def _check_compression(value: Any, source: str) -> None:
+    """Refuse a codec the reader cannot decode (``lz4``, ...) when the index is read, naming the file, rather
+    than on the first chunk deep in a DataLoader worker."""
+    if value is None or value == "":
+        return
+    algo, _, level = str(value).partition(":")
+    if algo != "zstd" or (level and not level.lstrip("-").isdigit()):
+        raise InvalidIndexError(
+            f"{source}: config.compression {value!r} is not supported (lit-streaming reads zstd or none)"
+        )
+
+
+def _check_sizes(chunk: ChunkEntry, where: str, whole_file: bool) -> None:
+    """Bound the sizes a chunk entry claims by the bytes it declares, before anything is allocated from them:
+    a forged ``chunk_size`` or ``dim`` must fail here, not in a multi-terabyte array."""
+    if 4 * (chunk.chunk_size + 2) > chunk.chunk_bytes and not (
+        chunk.chunk_size == 0 and chunk.chunk_bytes == 0
+    ):
+        raise InvalidIndexError(
+            f"{where}: chunk_size {chunk.chunk_size} cannot fit in chunk_bytes {chunk.chunk_bytes} "
+            f"(a chunk of N items takes at least 4 * (N + 2) bytes)"
+        )
+    if chunk.dim is not None and chunk.dim > chunk.chunk_bytes:
+        raise InvalidIndexError(
+            f"{where}: dim {chunk.dim} (tokens) cannot fit in chunk_bytes {chunk.chunk_bytes}"
+        )
+    if whole_file and chunk.file_bytes is not None and chunk.chunk_bytes > inflate_limit(chunk.file_bytes):
+        raise InvalidIndexError(
+            f"{where}: chunk_bytes {chunk.chunk_bytes} is more than {MAX_INFLATE_RATIO}x its file_bytes "
+            f"{chunk.file_bytes} of zstd (and over {INFLATE_FLOOR >> 20} MiB): refusing it as a zip bomb"
+        )
+
+
 def _nonneg_int(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InvalidIndexError(f"{what} must be a non-negative integer, got {value!r}")
@@ -133,6 +198,8 @@ class DatasetIndex:
             data = json.loads(text)
         except (ValueError, UnicodeDecodeError) as err:
             raise InvalidIndexError(f"{source} is not valid JSON: {err}") from err
+        except RecursionError:
+            raise InvalidIndexError(f"{source} is nested too deeply to be an index.json") from None
         if not isinstance(data, dict) or not isinstance(data.get("chunks"), list):
             raise InvalidIndexError(f"{source} has no 'chunks' list; is this a LitData/lit-streaming index?")
         config = data.get("config")
@@ -146,12 +213,20 @@ class DatasetIndex:
         ):
             raise InvalidIndexError(f"{source}: config.data_format must be a list of serializer names")
         _compression_level(config.get("compression_level"), source)
-        version = config.get("format_version", 1)
-        if isinstance(version, int) and version > FORMAT_VERSION:
+        version = _format_version(config.get("format_version", 1), source)
+        if version > FORMAT_VERSION:
             raise InvalidIndexError(
                 f"{source} uses format_version {version}; this lit-streaming reads up to {FORMAT_VERSION}: upgrade"
             )
+        _check_compression(config.get("compression"), source)
         chunks = [ChunkEntry.from_dict(raw, source, k) for k, raw in enumerate(data["chunks"])]
+        if (config.get("item_loader") or "PyTreeLoader") in _CLASSIC_LOADERS:
+            whole_file = (
+                bool(config.get("compression"))
+                and _compression_level(config.get("compression_level"), source) == "chunk"
+            )
+            for k, chunk in enumerate(chunks):
+                _check_sizes(chunk, f"{source}: chunks[{k}] ({chunk.filename})", whole_file)
         updated = data.get("updated_at")
         return cls(chunks=chunks, config=config, updated_at=None if updated is None else str(updated))
 
@@ -159,6 +234,8 @@ class DatasetIndex:
 def read_index(path: str) -> DatasetIndex:
     """Read a local index.json, with an error naming the path when it is missing or broken."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block open() forever
+            raise InvalidIndexError(f"Cannot read {path}: not a regular file (a folder, FIFO or device)")
         with open(path, "rb") as f:
             text = f.read()
     except FileNotFoundError:

@@ -3,11 +3,13 @@ are read in place, remote URLs through a bounded, shared, machine-wide cache (se
 
 from lit_streaming.storage.cache_paths import CACHE_DIR_ENV
 from lit_streaming.storage.errors import (
+    CacheFullError,
     CacheTimeoutError,
     ChunkIntegrityError,
     DownloadError,
     RemoteFileNotFoundError,
     StorageError,
+    UnsafeFileError,
 )
 from lit_streaming.storage.local_source import LocalSource
 from lit_streaming.storage.locations import open_source
@@ -17,6 +19,7 @@ from lit_streaming.storage.source import DatasetSource
 
 __all__ = [
     "CACHE_DIR_ENV",
+    "CacheFullError",
     "CacheTimeoutError",
     "ChunkIntegrityError",
     "DatasetSource",
@@ -26,5 +29,6 @@ __all__ = [
     "RemoteSource",
     "StorageError",
     "StorageSettings",
+    "UnsafeFileError",
     "open_source",
 ]

@@ -27,5 +27,10 @@ class CacheFullError(StorageError):
     than the budget holds. The message says how much is pinned and by whom."""
 
 
+class UnsafeFileError(StorageError):
+    """A dataset file that must not be read: it resolves outside the dataset folder (a symlink) or is not a
+    regular file (a FIFO would block ``open()`` forever)."""
+
+
 class ChunkIntegrityError(CorruptChunkError):
     """A chunk's stored bytes do not match the size or checksum recorded in index.json."""

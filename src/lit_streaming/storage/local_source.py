@@ -6,6 +6,7 @@ import os
 
 from lit_streaming.format.index import INDEX_FILENAME, ChunkEntry, DatasetIndex, read_index
 from lit_streaming.storage.integrity import verify_file, whole_file_compressed
+from lit_streaming.storage.local_files import check_local_file
 from lit_streaming.storage.source import DatasetSource
 
 
@@ -29,7 +30,8 @@ class LocalSource(DatasetSource):
 
     def chunk_path(self, chunk_index: int, entry: ChunkEntry) -> str:
         path = os.path.join(self.root, entry.filename)
-        if chunk_index not in self._verified and os.path.exists(path):
+        if chunk_index not in self._verified and os.path.lexists(path):
+            check_local_file(self.root, path, f"chunk {chunk_index} of {self.url}")
             verify_file(
                 path, entry, self._whole_file, f"{entry.filename} (chunk {chunk_index} of {self.url})"
             )

@@ -16,6 +16,7 @@ import fsspec
 from lit_streaming.format.index import ChunkEntry
 from lit_streaming.storage.errors import ChunkIntegrityError
 from lit_streaming.storage.integrity import verify_file
+from lit_streaming.storage.local_files import check_local_file
 from lit_streaming.storage.retry import call_with_retries, logger
 from lit_streaming.storage.settings import StorageSettings
 from lit_streaming.storage.transfer import is_async, transfer
@@ -63,6 +64,7 @@ class RemoteFiles:
         fs, _ = self.filesystem()
         path, url = self._path(name), self.url_of(name)
         if not is_async(fs):
+            self._check_local(path, url)
             return call_with_retries(lambda: fs.cat_file(path), url, self.settings, self._rng)
 
         def attempt() -> bytes:
@@ -72,9 +74,15 @@ class RemoteFiles:
 
         return call_with_retries(attempt, url, self.settings, self._rng)
 
+    def _check_local(self, path: str, url: str) -> None:
+        """``local:`` folders: refuse symlinks out of the folder and FIFOs before copying (see local_files)."""
+        if self.url.startswith(LOCAL_PREFIX) and os.path.lexists(path):
+            check_local_file(self.filesystem()[1], path, url)
+
     def _get_file(self, fs: fsspec.AbstractFileSystem, path: str, url: str, dest: str) -> None:
         """One download attempt into ``dest`` (rewritten from the start), bounded in time on remote stores."""
         if not is_async(fs):
+            self._check_local(path, url)
             fs.get_file(path, dest)
             return
         with open(dest, "wb") as f:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from lit_streaming.storage.errors import DownloadError, RemoteFileNotFoundError
+from lit_streaming.storage.errors import DownloadError, RemoteFileNotFoundError, UnsafeFileError
 from lit_streaming.storage.settings import StorageSettings
 
 logger = logging.getLogger("lit_streaming.storage")
@@ -98,6 +98,8 @@ def call_with_retries(fn: Callable[[], T], url: str, settings: StorageSettings, 
         try:
             return fn()
         except Exception as err:
+            if isinstance(err, UnsafeFileError):
+                raise  # a refusal, not a failure: already names the file
             if isinstance(err, FileNotFoundError):
                 raise RemoteFileNotFoundError(f"{url} does not exist ({err})") from err
             if not is_transient(err):
