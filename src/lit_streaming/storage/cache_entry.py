@@ -37,9 +37,9 @@ from typing import Any
 
 import filelock
 
-from lit_streaming.format.index import DatasetIndex, InvalidIndexError
+from lit_streaming.format.index import InvalidIndexError
+from lit_streaming.formats.base import ShardTable, as_shard_table
 from lit_streaming.storage.errors import CacheFullError, CacheTimeoutError
-from lit_streaming.storage.integrity import stored_size, whole_file_compressed
 from lit_streaming.storage.owners import (
     READER_SEP,
     current_owner,
@@ -81,16 +81,16 @@ class CacheEntry:
     """
 
     def __init__(
-        self, path: str, index: DatasetIndex, max_bytes: int | None, settings: StorageSettings
+        self, path: str, table: ShardTable, max_bytes: int | None, settings: StorageSettings
     ) -> None:
         self.path = path
         self.max_bytes = max_bytes
         self._settings = settings
-        self._filenames = [c.filename for c in index.chunks]
+        table = as_shard_table(table)  # a format's native index (LitData's DatasetIndex) is accepted too
+        self._filenames = table.filenames
         # An in-flight download is accounted at its final size; LitData's compressed chunks lack it, so their
         # uncompressed size (an upper bound) stands in.
-        whole_file = whole_file_compressed(index)
-        self._sizes = [stored_size(c, whole_file) or c.chunk_bytes for c in index.chunks]
+        self._sizes = [s.budget_bytes for s in table.shards]
         self._index_bytes = 0
         self._by_name = {os.path.normpath(name): k for k, name in enumerate(self._filenames)}
         clashing = [name for name in self._by_name if name.split(os.sep)[0] == META]
@@ -107,14 +107,14 @@ class CacheEntry:
     def open(
         cls,
         path: str,
-        index: DatasetIndex,
+        table: ShardTable,
         index_bytes: bytes,
         max_bytes: int | None,
         settings: StorageSettings,
     ) -> CacheEntry:
         """Create (or reuse) the entry at ``path``, register this reader as a user, and remove entries of
         other versions of the same dataset that no live process uses."""
-        entry = cls(path, index, max_bytes, settings)
+        entry = cls(path, table, max_bytes, settings)
         entry._index_bytes = len(index_bytes)
         entry.join(index_bytes)
         return entry

@@ -16,10 +16,10 @@ import threading
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
-from lit_streaming.format.index import DatasetIndex
+from lit_streaming.formats.base import ShardTable
 from lit_streaming.storage.cache_entry import CacheEntry
 from lit_streaming.storage.errors import CacheTimeoutError, ChunkIntegrityError
-from lit_streaming.storage.integrity import verify_file, whole_file_compressed
+from lit_streaming.storage.integrity import verify_file
 from lit_streaming.storage.remote_files import RemoteFiles
 from lit_streaming.storage.settings import StorageSettings
 
@@ -35,12 +35,11 @@ class ChunkFetcher:
     has one) the first time this process opens it; a damaged copy is downloaded again, once.
     """
 
-    def __init__(self, entry: CacheEntry, files: RemoteFiles, index: DatasetIndex, settings: StorageSettings):
+    def __init__(self, entry: CacheEntry, files: RemoteFiles, table: ShardTable, settings: StorageSettings):
         self._entry = entry
         self._files = files
-        self._index = index
+        self._table = table
         self._settings = settings
-        self._whole_file = whole_file_compressed(index)
         max_bytes = entry.max_bytes
         self._ahead_limit = None if max_bytes is None else int(max_bytes * settings.prefetch_fraction)
         files.filesystem()  # the client is made here, before any pool thread needs it
@@ -122,10 +121,10 @@ class ChunkFetcher:
         with self._lock:
             if k in self._verified:
                 return
-        entry = self._index.chunks[k]
+        entry = self._table.shards[k]
         url = self._files.url_of(entry.filename)
         try:
-            verify_file(self._entry.chunk_file(k), entry, self._whole_file, f"cached {url} (chunk {k})")
+            verify_file(self._entry.chunk_file(k), entry, f"cached {url} (chunk {k})")
         except ChunkIntegrityError as err:
             logger.warning("Downloading %s again: the cached copy is damaged (%s)", url, err)
             self._fetch(k, blocking_reader=True, repair=True)
@@ -136,7 +135,7 @@ class ChunkFetcher:
         """Wait for a prefetch of ``k``; True if it published the chunk, False if it found no room."""
         done, _ = wait([future], timeout=self._settings.wait_timeout_s)
         if not done:
-            url = self._files.url_of(self._index.chunks[k].filename)
+            url = self._files.url_of(self._table.shards[k].filename)
             raise CacheTimeoutError(f"Timed out after {self._settings.wait_timeout_s:g}s waiting for {url}")
         with self._lock:
             if self._pending.get(k) is future:
@@ -180,14 +179,14 @@ class ChunkFetcher:
     def _fetch(self, k: int, blocking_reader: bool, repair: bool = False) -> bool:
         """Download chunk ``k`` unless some process already did; False if a prefetch found no room. With
         ``repair``, the published copy failed its check: replace it (unless another reader already did)."""
-        entry = self._index.chunks[k]
+        entry = self._table.shards[k]
         url = self._files.url_of(entry.filename)
         if not repair and self._entry.is_published(k):
             return True
         with self._entry.download_lock(k, url):
             if repair:
                 try:
-                    verify_file(self._entry.chunk_file(k), entry, self._whole_file, url)
+                    verify_file(self._entry.chunk_file(k), entry, url)
                     return True  # repaired by another reader meanwhile
                 except (ChunkIntegrityError, FileNotFoundError):
                     pass
@@ -197,7 +196,7 @@ class ChunkFetcher:
             if tmp is None:
                 return False
             try:
-                self._files.download(entry, tmp, self._whole_file, f"{url} (chunk {k})")
+                self._files.download(entry, tmp, f"{url} (chunk {k})")
                 self._entry.publish(k, tmp)
             finally:
                 self._entry.discard(tmp)

@@ -1,51 +1,42 @@
-"""Checks that a chunk file holds exactly the bytes index.json describes, before anyone reads it."""
+"""Checks that a shard file holds exactly the bytes its format's index describes, before anyone reads it.
+
+Sizes and checksums come from the format-neutral shard table (``lit_streaming.formats.base.ShardEntry``), so
+every format (LitData chunks, MDS shards, WebDataset tars, Parquet files) is verified the same way.
+"""
 
 from __future__ import annotations
 
 import os
-import zlib
 
-from lit_streaming.format.index import ChunkEntry, DatasetIndex
+from lit_streaming.formats import hashing
+from lit_streaming.formats.base import ShardEntry
 from lit_streaming.storage.errors import ChunkIntegrityError
 
-_BLOCK = 4 << 20
 
-
-def whole_file_compressed(index: DatasetIndex) -> bool:
-    """Chunks compressed as whole files: their ``chunk_bytes`` is the size after decompression."""
-    return index.compression is not None and index.compression_level == "chunk"
-
-
-def stored_size(entry: ChunkEntry, whole_file: bool) -> int | None:
-    """The chunk file's size on disk: ``file_bytes`` when recorded, else ``chunk_bytes``, except for whole-file
-    compressed chunks written by LitData (it records only their decompressed size), as the reader checks."""
-    if entry.file_bytes is not None:
-        return entry.file_bytes
-    return None if whole_file else entry.chunk_bytes
+def stored_size(entry: ShardEntry) -> int | None:
+    """The shard file's size as stored, when the index records it."""
+    return entry.stored_bytes
 
 
 def file_crc32(path: str) -> str:
-    crc = 0
-    with open(path, "rb") as f:
-        while block := f.read(_BLOCK):
-            crc = zlib.crc32(block, crc)
-    return f"crc32:{crc & 0xFFFFFFFF:08x}"
+    return f"crc32:{hashing.file_digest(path, 'crc32')}"
 
 
-def verify_file(path: str, entry: ChunkEntry, whole_file: bool, name: str) -> None:
-    """Raise ``ChunkIntegrityError`` naming ``name`` when the file's size or CRC-32 differ from the index.
+def verify_file(path: str, entry: ShardEntry, name: str) -> None:
+    """Raise ``ChunkIntegrityError`` naming ``name`` when the file's size or checksum differ from the index.
 
-    Checksums in another format than ``crc32:`` (a future writer's) are not checked here; the size still is.
+    A checksum whose algorithm cannot be computed here (xxhash missing) is not checked; the size still is.
     """
     size = os.path.getsize(path)
-    expected = stored_size(entry, whole_file)
+    expected = entry.stored_bytes
     if expected is not None and size != expected:
         raise ChunkIntegrityError(
             f"Chunk {name} has {size} bytes, index.json says {expected}: truncated or stale"
         )
-    if entry.checksum and entry.checksum.startswith("crc32:"):
-        actual = file_crc32(path)
-        if actual != entry.checksum:
+    algo = entry.checksum_algo
+    if entry.checksum and algo and hashing.available(algo):
+        actual = hashing.file_digest(path, algo)
+        if actual != entry.checksum.lower():
             raise ChunkIntegrityError(
-                f"Chunk {name} is corrupt: its checksum is {actual}, index.json says {entry.checksum}"
+                f"Chunk {name} is corrupt: its checksum is {algo}:{actual}, index.json says {algo}:{entry.checksum}"
             )

@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from lit_streaming.format.index import INDEX_FILENAME, ChunkEntry, DatasetIndex, InvalidIndexError
-from lit_streaming.storage.cache_entry import CacheEntry
+from lit_streaming.formats.base import ShardTable
+from lit_streaming.storage.cache_entry import META, CacheEntry
 from lit_streaming.storage.cache_paths import dataset_dirname, dataset_version
-from lit_streaming.storage.errors import RemoteFileNotFoundError
 from lit_streaming.storage.fetcher import ChunkFetcher
 from lit_streaming.storage.remote_files import RemoteFiles
 from lit_streaming.storage.settings import StorageSettings
@@ -35,7 +34,7 @@ class RemoteSource(DatasetSource):
         self.max_cache_size = max_cache_size
         self.settings = settings
         self._files = RemoteFiles(self.url, storage_options, settings)
-        self._index: DatasetIndex | None = None
+        self._table: ShardTable | None = None
         self._entry: CacheEntry | None = None
         self._fetcher: ChunkFetcher | None = None
         self._fetcher_pid = -1
@@ -45,22 +44,29 @@ class RemoteSource(DatasetSource):
         """This dataset version's folder in the cache (known once the index is read)."""
         return None if self._entry is None else self._entry.path
 
-    def read_index(self) -> DatasetIndex:
-        index_url = self._files.url_of(INDEX_FILENAME)
-        try:
-            raw = self._files.read_bytes(INDEX_FILENAME)
-        except RemoteFileNotFoundError:
-            raise InvalidIndexError(
-                f"No index.json at {index_url}: the URL is not an optimized dataset (run optimize first)"
-            ) from None
-        index = DatasetIndex.from_json(raw, index_url)
-        dirname = dataset_dirname(self.url, self._files.storage_options)
-        path = os.path.join(self.cache_root, dirname, dataset_version(raw))
-        self._entry = CacheEntry.open(path, index, raw, self.max_cache_size, self.settings)
-        self._index = index
-        return index
+    def location_of(self, name: str) -> str:
+        return self._files.url_of(name)
 
-    def chunk_path(self, chunk_index: int, entry: ChunkEntry) -> str:
+    def read_bytes(self, name: str) -> bytes:
+        return self._files.read_bytes(name)
+
+    def list_files(self) -> dict[str, int]:
+        return self._files.list_files()
+
+    def bind(self, table: ShardTable) -> None:
+        """Open this dataset version's cache entry (named by the table's version key) for ``table``. Binding
+        again with the same files (a format completing its item counts) keeps the entry."""
+        dirname = dataset_dirname(self.url, self._files.storage_options)
+        path = os.path.join(self.cache_root, dirname, dataset_version(table.version_key))
+        if self._entry is None or self._entry.path != path:
+            self._entry = CacheEntry.open(path, table, table.version_key, self.max_cache_size, self.settings)
+            self._fetcher = None
+        self._table = table
+
+    def scratch_dir(self) -> str | None:
+        return None if self._entry is None else os.path.join(self._entry.path, META, "formats")
+
+    def chunk_path(self, chunk_index: int, entry: Any = None) -> str:
         return self._process_fetcher().get(chunk_index)
 
     def prefetch(self, chunk_indices: list[int]) -> None:
@@ -90,11 +96,11 @@ class RemoteSource(DatasetSource):
 
     def _process_fetcher(self) -> ChunkFetcher:
         if self._fetcher is None or self._fetcher_pid != os.getpid():
-            if self._entry is None or self._index is None:
+            if self._entry is None or self._table is None:
                 raise RuntimeError(
                     f"{type(self).__name__}.read_index() must run before chunks of {self.url} are read"
                 )
-            self._fetcher = ChunkFetcher(self._entry, self._files, self._index, self.settings)
+            self._fetcher = ChunkFetcher(self._entry, self._files, self._table, self.settings)
             self._fetcher_pid = os.getpid()
         return self._fetcher
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any
 
-from lit_streaming.format.index import ChunkEntry, DatasetIndex
+from lit_streaming.formats.base import ShardTable
+
+if TYPE_CHECKING:
+    from lit_streaming.format.index import DatasetIndex
 
 
 class DatasetSource(ABC):
@@ -12,12 +16,38 @@ class DatasetSource(ABC):
 
     url: str
 
-    @abstractmethod
-    def read_index(self) -> DatasetIndex: ...
+    def location_of(self, name: str) -> str:
+        """How errors name the dataset's file ``name`` (a path or a URL)."""
+        return f"{self.url.rstrip('/')}/{name}"
 
     @abstractmethod
-    def chunk_path(self, chunk_index: int, entry: ChunkEntry) -> str:
-        """A local path holding the chunk's stored bytes, fetching it first when needed."""
+    def read_bytes(self, name: str) -> bytes:
+        """The dataset's file ``name`` (a format's index); ``FileNotFoundError`` when it is not there."""
+
+    @abstractmethod
+    def list_files(self) -> dict[str, int]:
+        """Files directly in the dataset folder and their sizes (formats without an index are found by them)."""
+
+    @abstractmethod
+    def bind(self, table: ShardTable) -> None:
+        """Fetch, verify and cache shards as the format's neutral ``table`` describes them (storage knows no
+        format: names, stored sizes, checksums and the dataset version all come from the table)."""
+
+    def read_index(self) -> DatasetIndex:
+        """The LitData index at this location, bound as the shard table (for callers that predate formats)."""
+        from lit_streaming.formats.litdata import read_bound_index
+
+        return read_bound_index(self)
+
+    @abstractmethod
+    def chunk_path(self, chunk_index: int, entry: Any = None) -> str:
+        """A local path holding shard ``chunk_index``'s stored bytes (of the bound table), verified, fetching it
+        first when needed. ``entry`` is accepted for older callers and not needed."""
+
+    def scratch_dir(self) -> str | None:
+        """A node-local folder kept with this dataset version's cache entry, for what a format derives from the
+        shards (a tar member index); None where there is none (local folders are read in place)."""
+        return None
 
     def prefetch(self, chunk_indices: list[int]) -> None:
         """Hint: these chunks are needed soon, in this order (no-op for local folders)."""

@@ -1,0 +1,73 @@
+"""The whole product for any format: shuffling, exactly-once over ranks and workers, resume mid-epoch,
+random access and mixing with another format. Each format's tests call these on a dataset whose samples
+carry an integer id (``ids_of`` maps a sample to it)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable
+from typing import Any
+
+import fsspec
+from state_helpers import as_plain, check_resume
+
+from lit_streaming import CombinedStreamingDataset, StreamingDataLoader, StreamingDataset
+
+OTHER_N = 23  # samples of the LitData dataset the formats are mixed with (ids 10_000 + i)
+
+
+def upload(local_dir: str, url: str) -> None:
+    """Copy a dataset folder's files to a fsspec URL."""
+    fs, root = fsspec.core.url_to_fs(url)
+    for name in sorted(os.listdir(local_dir)):
+        fs.put_file(os.path.join(local_dir, name), f"{root}/{name}")
+
+
+def batch_ids(batches: list[Any]) -> list[int]:
+    return [i for b in batches for i in as_plain(b)["id"]]
+
+
+def check_shuffled(make: Callable[..., StreamingDataset], n: int) -> None:
+    plain = [s["id"] for s in make(shuffle=False)]
+    assert plain == list(range(n))
+    ds = make(shuffle=True)
+    first = [s["id"] for s in ds]
+    ds.set_epoch(1)
+    second = [s["id"] for s in ds]
+    assert sorted(first) == sorted(second) == list(range(n))
+    assert first != plain and second != first
+
+
+def check_exactly_once(make: Callable[..., StreamingDataset], n: int, monkeypatch: Any) -> None:
+    """2 ranks x 2 workers, shuffled: every sample once (drop_last=False pads < world_size repeats)."""
+    per_rank, lengths = [], []
+    for rank in range(2):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        loader = StreamingDataLoader(make(shuffle=True, drop_last=False), batch_size=3, num_workers=2)
+        batches = list(loader)
+        lengths.append((len(batches), len(loader)))
+        per_rank.append(batch_ids(batches))
+    monkeypatch.delenv("RANK")
+    monkeypatch.delenv("WORLD_SIZE")
+    assert lengths[0] == lengths[1] and lengths[0][0] == lengths[0][1], lengths
+    union = list(itertools.chain.from_iterable(per_rank))
+    assert set(union) == set(range(n)) and len(union) - n < 2
+    assert not set(per_rank[0][: len(per_rank[0]) - 1]) & set(per_rank[1][: len(per_rank[1]) - 1])
+
+
+def check_resume_mid_epoch(make: Callable[..., StreamingDataset], workers: int = 2) -> None:
+    def loader() -> StreamingDataLoader:
+        return StreamingDataLoader(make(shuffle=True), batch_size=4, num_workers=workers)
+
+    check_resume(loader, break_epoch=0, break_after=3)
+    check_resume(loader, break_epoch=1, break_after=2)
+
+
+def check_mixed(
+    make: Callable[..., StreamingDataset], n: int, other: StreamingDataset, other_ids: set[int]
+) -> None:
+    mix = CombinedStreamingDataset([make(shuffle=True), other], seed=3, iterate_over_all=True)
+    got = batch_ids(list(StreamingDataLoader(mix, batch_size=4, num_workers=2)))
+    assert sorted(got) == sorted(list(range(n)) + sorted(other_ids))

@@ -1,0 +1,90 @@
+"""Datasets written by the peers' own writers (MosaicML's MDSWriter, WebDataset's ShardWriter, LitData's
+index_parquet_dataset), with the samples each was given, so tests compare what we read against them."""
+
+from __future__ import annotations
+
+import io
+import json
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+SCALARS = (
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
+)
+
+MDS_COLUMNS = {
+    "id": "int",
+    "text": "str",
+    "blob": "bytes",
+    "meta": "json",
+    "arr": "ndarray",
+    "arr_f32": "ndarray:float32",
+    "arr_fixed": "ndarray:int16:2,3",
+    "photo": "jpeg",
+    "icon": "png",
+    "raw": "pil",
+    "big": "str_int",
+    "ratio": "str_float",
+    "price": "str_decimal",
+    "frames": "list[png]",
+    **{f"s_{name}": name for name in SCALARS},
+}
+
+
+def _image(i: int, size: tuple[int, int] = (12, 8)) -> Image.Image:
+    rng = np.random.default_rng(i)
+    return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+
+
+def jpeg_bytes(i: int) -> bytes:
+    buf = io.BytesIO()
+    _image(i).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def mds_sample(i: int) -> dict[str, Any]:
+    rng = np.random.default_rng(1000 + i)
+    sample: dict[str, Any] = {
+        "id": i,
+        "text": f"sample {i} ü",
+        "blob": bytes([i % 256]) * (i % 7),
+        "meta": {"i": i, "tags": ["a", "b"][: i % 3]},
+        "arr": rng.integers(-50, 50, (i % 3 + 1, 4)).astype(np.int64),
+        "arr_f32": rng.random(i % 5 + 1).astype(np.float32),
+        "arr_fixed": np.arange(6, dtype=np.int16).reshape(2, 3) + i,
+        "photo": Image.open(io.BytesIO(jpeg_bytes(i))),
+        "icon": _image(i + 500),
+        "raw": _image(i + 900).convert("L"),
+        "big": 10**30 + i,
+        "ratio": i / 7,
+        "price": Decimal(f"{i}.25"),
+        "frames": [_image(i + 2000 + f, (4, 4)) for f in range(i % 3 + 1)],
+    }
+    for name in SCALARS:
+        sample[f"s_{name}"] = np.dtype(name).type(i % 100)
+    return sample
+
+
+def write_mds(out: str, n: int, compression: str | None = "zstd", hashes: list[str] | None = None, **kw: Any):
+    from streaming import MDSWriter
+
+    columns = kw.pop("columns", MDS_COLUMNS)
+    make = kw.pop("make", mds_sample)
+    with MDSWriter(out=out, columns=columns, compression=compression, hashes=hashes, **kw) as writer:
+        for i in range(n):
+            writer.write(make(i))
+    with open(f"{out}/index.json") as f:
+        return json.load(f)
