@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 
-from lit_streaming.format.index import INDEX_FILENAME, ChunkEntry, DatasetIndex, read_index
-from lit_streaming.storage.integrity import verify_file, whole_file_compressed
+from typing import Any
+
+from lit_streaming.formats.base import ShardEntry, ShardTable
+from lit_streaming.storage.integrity import verify_file
 from lit_streaming.storage.local_files import check_local_file
 from lit_streaming.storage.source import DatasetSource
 
@@ -18,22 +20,39 @@ class LocalSource(DatasetSource):
     def __init__(self, root: str) -> None:
         self.url = root
         self.root = root
-        self._whole_file = False
+        self._table: ShardTable | None = None
         self._verified: set[int] = set()
 
-    def read_index(self) -> DatasetIndex:
+    def location_of(self, name: str) -> str:
+        return os.path.join(self.root, name)
+
+    def read_bytes(self, name: str) -> bytes:
+        path = os.path.join(self.root, name)
+        if os.path.lexists(path):
+            check_local_file(self.root, path, f"{name} of {self.url}")
+        with open(path, "rb") as f:
+            return f.read()
+
+    def list_files(self) -> dict[str, int]:
         if not os.path.isdir(self.root):
             raise FileNotFoundError(f"Dataset folder {self.root} does not exist")
-        index = read_index(os.path.join(self.root, INDEX_FILENAME))
-        self._whole_file = whole_file_compressed(index)
-        return index
+        return {e.name: e.stat().st_size for e in os.scandir(self.root) if e.is_file()}
 
-    def chunk_path(self, chunk_index: int, entry: ChunkEntry) -> str:
-        path = os.path.join(self.root, entry.filename)
+    def bind(self, table: ShardTable) -> None:
+        if self._table is None or self._table.filenames != table.filenames:
+            self._verified = set()
+        self._table = table
+
+    def _shard(self, chunk_index: int) -> ShardEntry:
+        if self._table is None:
+            raise RuntimeError(f"{type(self).__name__}.bind() must run before shards of {self.url} are read")
+        return self._table.shards[chunk_index]
+
+    def chunk_path(self, chunk_index: int, entry: Any = None) -> str:
+        shard = self._shard(chunk_index)
+        path = os.path.join(self.root, shard.filename)
         if chunk_index not in self._verified and os.path.lexists(path):
             check_local_file(self.root, path, f"chunk {chunk_index} of {self.url}")
-            verify_file(
-                path, entry, self._whole_file, f"{entry.filename} (chunk {chunk_index} of {self.url})"
-            )
+            verify_file(path, shard, f"{shard.filename} (chunk {chunk_index} of {self.url})")
             self._verified.add(chunk_index)
         return path

@@ -13,7 +13,7 @@ from typing import Any
 
 import fsspec
 
-from lit_streaming.format.index import ChunkEntry
+from lit_streaming.formats.base import ShardEntry
 from lit_streaming.storage.errors import ChunkIntegrityError
 from lit_streaming.storage.integrity import verify_file
 from lit_streaming.storage.local_files import check_local_file
@@ -88,7 +88,20 @@ class RemoteFiles:
         with open(dest, "wb") as f:
             transfer(fs, path, url, self.settings, f.write)
 
-    def download(self, entry: ChunkEntry, dest: str, whole_file: bool, label: str) -> None:
+    def list_files(self) -> dict[str, int]:
+        """Files directly under the dataset URL and their sizes (``{}`` when nothing is there)."""
+        fs, root = self.filesystem()
+        try:
+            found = call_with_retries(lambda: fs.ls(root, detail=True), self.url, self.settings, self._rng)
+        except FileNotFoundError:
+            return {}
+        return {
+            posixpath.basename(str(info["name"]).rstrip("/")): int(info.get("size") or 0)
+            for info in found
+            if info.get("type") == "file"
+        }
+
+    def download(self, entry: ShardEntry, dest: str, label: str) -> None:
         """Copy the chunk to ``dest`` and verify its size and checksum; a failed check downloads once more
         (damage in transit) before the chunk is reported corrupt."""
         fs, _ = self.filesystem()
@@ -96,7 +109,7 @@ class RemoteFiles:
         for attempt in range(1, self.settings.integrity_attempts + 1):
             call_with_retries(lambda: self._get_file(fs, path, url, dest), url, self.settings, self._rng)
             try:
-                verify_file(dest, entry, whole_file, label)
+                verify_file(dest, entry, label)
                 return
             except ChunkIntegrityError as err:
                 if attempt == self.settings.integrity_attempts:
