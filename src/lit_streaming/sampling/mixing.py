@@ -57,6 +57,23 @@ def exact_shares(available: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.where(positive, counts, 0)
 
 
+def _weighted_order(rng: np.random.Generator, counts: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """An order of a block with these ``counts`` drawn as the sequential mix draws it: each next unit by weight
+    among the children with units left (iid draws by weight; a child's draws past its count are dropped)."""
+    left, out = counts.astype(np.int64).copy(), []
+    while left.sum() > 0:
+        p = np.where(left > 0, w, 0.0)
+        draws = rng.choice(left.size, size=int(left.sum()), p=p / p.sum())
+        order = np.argsort(draws, kind="stable")
+        first = np.searchsorted(draws[order], np.arange(left.size))
+        rank = np.empty_like(order)
+        rank[order] = np.arange(order.size) - first[draws[order]]
+        kept = draws[rank < left[draws]]
+        out.append(kept)
+        left -= np.bincount(kept, minlength=left.size)
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
 def _block_sizes(total: int) -> np.ndarray:
     sizes = np.full(total // BLOCK_UNITS, BLOCK_UNITS, dtype=np.int64)
     return np.append(sizes, total % BLOCK_UNITS) if total % BLOCK_UNITS else sizes
@@ -141,11 +158,18 @@ class MixPlan:
             shares = exact_shares(available, w)
             counts = spread(rng, shares, _block_sizes(int(shares.sum())))
         self.block_counts = counts
+        self.weights = w
         self.block_first = np.zeros((counts.shape[0] + 1, counts.shape[1]), dtype=np.int64)
         np.cumsum(counts, axis=0, out=self.block_first[1:])
         self.block_start = np.zeros(counts.shape[0] + 1, dtype=np.int64)
         np.cumsum(counts.sum(axis=1), out=self.block_start[1:])
         self.units = int(self.block_start[-1])
+        # iterate_over_all: in a block where a child runs out, the draw is not exchangeable (the others are
+        # renormalised after it), so that block's order is drawn sequentially by weight, not permuted uniformly.
+        last = (counts > 0) & (self.block_first[1:] == self.block_first[-1])
+        self.sequential_blocks = (
+            last.any(axis=1) if iterate_over_all else np.zeros(counts.shape[0], dtype=bool)
+        )
         self.length = self.units * self.unit
         self._blocks: OrderedDict[int, np.ndarray] = OrderedDict()
 
@@ -163,9 +187,11 @@ class MixPlan:
         if cached is None:
             counts = self.block_counts[b]
             dtype = np.int16 if counts.size < 2**15 else np.int32
-            cached = make_rng(*self.key, b).permutation(
-                np.repeat(np.arange(counts.size, dtype=dtype), counts)
-            )
+            rng = make_rng(*self.key, b)
+            if self.sequential_blocks[b]:
+                cached = _weighted_order(rng, counts, self.weights).astype(dtype)
+            else:
+                cached = rng.permutation(np.repeat(np.arange(counts.size, dtype=dtype), counts))
             self._blocks[b] = cached
             while len(self._blocks) > self._CACHED_BLOCKS:
                 self._blocks.popitem(last=False)
