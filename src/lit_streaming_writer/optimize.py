@@ -152,7 +152,7 @@ def optimize(
         tokens=item_loader is not None and type(item_loader).__name__ == "TokensLoader",
     )
     out = Output(compat.output_location(output_dir), storage_options)
-    job = _OptimizeJob(fn, work, out, settings, mode, verbose=bool(verbose))
+    job = _OptimizeJob(fn, work, out, settings, mode, verbose=bool(verbose), uploaders=num_uploaders)
     return launch.run(job, num_workers, num_nodes, timeout, start_method=start_method)
 
 
@@ -175,6 +175,7 @@ class _OptimizeJob:
         settings: dict[str, Any],
         mode: str | None,
         verbose: bool = True,
+        uploaders: int | None = None,
     ):
         self.fn = fn
         self.work = work
@@ -184,6 +185,7 @@ class _OptimizeJob:
         self.mode = mode
         self.total = work.total
         self.verbose = verbose
+        self.uploaders = uploaders
 
     def prepare(self, world_size: int) -> _Plan:
         out = self.out
@@ -223,7 +225,9 @@ class _OptimizeJob:
         checkpointer = Checkpointer(
             self.out, f"{rank}.index.json", fingerprint(key, self.fn, self.inputs, start, end)
         )
-        shard = ShardWriter(self.out, rank, self.settings, plan.existing, plan.first_chunk, checkpointer)
+        shard = ShardWriter(
+            self.out, rank, self.settings, plan.existing, plan.first_chunk, checkpointer, self.uploaders
+        )
         try:
             # This rank's chunks that its checkpoint does not list: written after the last save of a crashed run.
             keep = {c.filename for c in plan.existing.chunks} if plan.existing else set()

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from lit_streaming.format.index import ChunkEntry, DatasetIndex
@@ -32,10 +34,17 @@ class ShardWriter:
         existing: DatasetIndex | None,
         first_chunk: int,
         checkpointer: Checkpointer,
+        uploaders: int | None = None,
     ) -> None:
         self.out = out
         self.checkpointer = checkpointer
         self.chunks: list[ChunkEntry] = []
+        # Remote outputs: chunks upload on ``uploaders`` threads (LitData's num_uploaders, default 1) while the
+        # worker writes the next ones; at most two per thread wait, so local disk stays bounded. Local outputs
+        # publish by rename: nothing to overlap.
+        self._uploads = max(1, uploaders or 1)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: deque[tuple[ChunkEntry, Future]] = deque()
         self.position: tuple[int, int] | None = None
         config = None
         resumed = checkpointer.load()
@@ -82,14 +91,32 @@ class ShardWriter:
         return DatasetIndex(chunks=list(self.chunks), config=self.writer.config())
 
     def cleanup(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
         if self._temporary:
             shutil.rmtree(self.local_dir, ignore_errors=True)
 
     def _publish(self, first_new: int) -> None:
         for entry in self.writer.chunks[first_new:]:
-            self.out.publish(os.path.join(self.local_dir, entry.filename), entry.filename)
-            self.chunks.append(entry)
+            local = os.path.join(self.local_dir, entry.filename)
+            if self.out.is_local:
+                self.out.publish(local, entry.filename)
+                self.chunks.append(entry)
+                continue
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._uploads, thread_name_prefix="lit-streaming-upload")
+            self._pending.append((entry, self._pool.submit(self.out.publish, local, entry.filename)))
+            while len(self._pending) > 2 * self._uploads:
+                self._finish_oldest_upload()
+
+    def _finish_oldest_upload(self) -> None:
+        entry, future = self._pending.popleft()
+        future.result()  # an upload's error is this worker's error
+        self.chunks.append(entry)
 
     def _save(self, position: tuple[int, int]) -> None:
+        while self._pending:  # a checkpoint lists only chunks that are in the output
+            self._finish_oldest_upload()
         doc = {"chunks": [c.to_dict() for c in self.chunks], "config": self.writer.config()}
         self.checkpointer.save(doc, {"next_input": position[0], "next_sample": position[1]})

@@ -320,3 +320,22 @@ def test_walk_lists_what_os_walk_lists(tmp_path):
     ours = {(f, tuple(d), tuple(n)) for f, d, n in walk(str(tmp_path), max_workers=3)}
     theirs = {(f, tuple(sorted(d)), tuple(sorted(n))) for f, d, n in os.walk(tmp_path)}
     assert ours == theirs
+
+
+def test_num_uploaders_upload_remote_chunks_on_threads_same_dataset(tmp_path):
+    """Remote outputs: uploads overlap writing on ``num_uploaders`` threads; the dataset is byte-identical."""
+    from _writer_helpers import chunk_files
+
+    optimize(sample, list(range(40)), str(tmp_path / "local"), chunk_size=3, num_workers=1)
+    url = "memory://uploads/d"
+    optimize(sample, list(range(40)), url, chunk_size=3, num_workers=1, num_uploaders=3)
+    fs = fsspec.filesystem("memory")
+    remote = json.loads(fs.cat_file("/uploads/d/index.json"))
+    local = json.loads((tmp_path / "local" / "index.json").read_text())
+    assert remote["chunks"] == local["chunks"]
+    assert {
+        c["filename"]: fs.cat_file(f"/uploads/d/{c['filename']}") for c in remote["chunks"]
+    } == chunk_files(tmp_path / "local")
+    assert sorted(fs.ls("/uploads/d", detail=False)) == sorted(
+        ["/uploads/d/index.json"] + [f"/uploads/d/{c['filename']}" for c in remote["chunks"]]
+    )
