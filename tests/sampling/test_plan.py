@@ -536,6 +536,8 @@ def test_plan_at_scale_by_arithmetic(subsample, drop_last):
     for s in seqs:
         piece_len = np.diff(s.piece_start)
         assert np.all(piece_len > 0)
+        # O(chunks / W) integers per rank, no ids: at most one piece per chunk met, plus the interval ends.
+        assert piece_len.size <= m // int(geometry.counts.min()) + 4
         assert np.all(s.piece_lo + piece_len <= geometry.counts[s.piece_chunk])
         np.add.at(taken, s.piece_chunk, piece_len)
     assert int(taken.sum()) == world_size * m
