@@ -193,6 +193,69 @@ def test_invalid_index_is_refused_with_the_source_named(text, message):
     assert "src" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"format_version": "2"}, "format_version 2; this lit-streaming reads up to 1"),
+        ({"format_version": 2.0}, "format_version 2; this lit-streaming reads up to 1"),
+        ({"format_version": "two"}, "config.format_version 'two' is not a version number"),
+        ({"format_version": [1]}, r"config.format_version \[1\] is not a version number"),
+        ({"compression": "lz4"}, "config.compression 'lz4' is not supported"),
+        ({"compression": "zstd:fast"}, "config.compression 'zstd:fast' is not supported"),
+    ],
+)
+def test_unreadable_versions_and_codecs_are_refused_naming_the_file(config, message):
+    with pytest.raises(InvalidIndexError, match=rf"src.*{message}|{message}") as info:
+        DatasetIndex.from_json(_index_text(**config), "src")
+    assert "src" in str(info.value)
+
+
+@pytest.mark.parametrize("version", [1, "1", None])
+def test_readable_format_versions_are_accepted(version):
+    assert DatasetIndex.from_json(_index_text(format_version=version), "src").chunks
+
+
+def test_a_deeply_nested_index_is_refused_naming_the_file():
+    deep = '{"chunks": [], "config": {"x": ' + "[" * 200_000 + "]" * 200_000 + "}}"
+    with pytest.raises(InvalidIndexError, match="src is nested too deeply"):
+        DatasetIndex.from_json(deep, "src")
+
+
+@pytest.mark.parametrize(
+    ("chunk", "message"),
+    [
+        (
+            {"chunk_size": 10**12, "chunk_bytes": 4000},
+            "chunk_size 1000000000000 cannot fit in chunk_bytes 4000",
+        ),
+        ({"chunk_size": 2, "chunk_bytes": 15}, "chunk_size 2 cannot fit in chunk_bytes 15"),
+        (
+            {"chunk_size": 2, "chunk_bytes": 100, "dim": 101},
+            r"dim 101 \(tokens\) cannot fit in chunk_bytes 100",
+        ),
+    ],
+)
+def test_sizes_an_entry_claims_are_bounded_by_its_bytes(chunk, message):
+    entry = dict({"filename": "c.bin", "dim": None}, **chunk)
+    with pytest.raises(InvalidIndexError, match=rf"src: chunks\[0\] \(c.bin\): {message}"):
+        DatasetIndex.from_json(_index_text(chunks=[entry]), "src")
+
+
+def test_a_whole_file_zstd_entry_may_not_claim_a_zip_bomb():
+    bomb = {"filename": "c.zstd.bin", "chunk_size": 2, "chunk_bytes": 3 * 2**30, "file_bytes": 98_000}
+    with pytest.raises(
+        InvalidIndexError, match=r"chunk_bytes 3221225472 is more than 1024x its file_bytes 98000"
+    ):
+        DatasetIndex.from_json(_index_text(chunks=[bomb], compression="zstd"), "src")
+    fine = dict(bomb, chunk_bytes=200 << 20)  # under 256 MiB: never refused for its ratio
+    assert DatasetIndex.from_json(_index_text(chunks=[fine], compression="zstd"), "src").chunks
+
+
+def test_sizes_of_other_loaders_are_left_to_them():
+    rows = {"filename": "p.parquet", "chunk_size": 10**6, "chunk_bytes": 3000}  # RLE: many rows, few bytes
+    assert DatasetIndex.from_json(_index_text(chunks=[rows], item_loader="ParquetLoader"), "src").chunks
+
+
 @pytest.mark.parametrize("level", [None, "", "chunk", "batch", "sample", "Batch"])
 def test_compression_levels_litdata_writes_are_accepted(level):
     index = DatasetIndex.from_json(_index_text(compression_level=level), "src")
@@ -214,6 +277,12 @@ def test_compression_levels_litdata_writes_are_accepted(level):
         "file:///etc/passwd",
         "chunk\x00.bin",
         "",
+        "%2e%2e/secret.bin",  # an HTTP server decodes it to ../secret.bin
+        "%2E%2E/secret.bin",
+        "a/%2e%2e/%2e%2e/secret.bin",
+        "..%2fsecret.bin",
+        "%252e%252e/secret.bin",  # encoded twice
+        "%2fetc%2fpasswd",
     ],
 )
 def test_filenames_escaping_the_dataset_are_refused(name):

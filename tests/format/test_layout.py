@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import time
 from pathlib import Path
 
 import numpy as np
@@ -306,3 +307,55 @@ def test_reader_names_a_missing_chunk(tmp_path):
     os.remove(path)
     with pytest.raises(FileNotFoundError, match="chunk-0-1.bin"):
         StreamingDataset(out)[5]
+
+
+# ---- zip bombs: declared sizes never allocate, inflation is bounded (issue 12 item 6) -------------------------
+def zeros_frame(size: int, content_size: bool = True) -> bytes:
+    """A zstd frame of ``size`` zero bytes, compressed in pieces (never ``size`` bytes in memory at once)."""
+    import io
+
+    out = io.BytesIO()
+    cctx = zstandard.ZstdCompressor(level=1, write_content_size=content_size)
+    with cctx.stream_writer(out, size=size if content_size else -1, closefd=False) as writer:
+        piece = bytes(4 << 20)
+        for start in range(0, size, len(piece)):
+            writer.write(piece[: min(len(piece), size - start)])
+    return out.getvalue()
+
+
+def test_a_whole_file_chunk_claiming_gigabytes_is_refused_before_inflating():
+    small = zstandard.ZstdCompressor(write_content_size=False).compress(os.urandom(98_000))
+    start = time.monotonic()
+    with pytest.raises(
+        CorruptChunkError, match=r"chunk-x: index.json chunk_bytes 3221225472 is more than 1024x"
+    ):
+        compression.decompress(small, "zstd", 3 * 2**30, "chunk-x")
+    assert time.monotonic() - start < 0.5
+
+
+def test_a_frame_whose_size_disagrees_with_the_index_is_refused():
+    blob = zstandard.ZstdCompressor().compress(b"a" * 1000)
+    with pytest.raises(CorruptChunkError, match="declares 1000 bytes, index.json chunk_bytes says 900"):
+        compression.decompress(blob, "zstd", 900, "c")
+
+
+def test_an_unsupported_codec_names_the_chunk():
+    with pytest.raises(CorruptChunkError, match=r"chunk-x: Unsupported compression 'lz4'"):
+        compression.decompress(b"", "lz4", 10, "chunk-x")
+
+
+def test_a_per_item_zstd_bomb_is_refused_before_inflating():
+    bomb = zeros_frame(300 << 20)  # 300 MiB of zeros in a few KB
+    assert len(bomb) < 100_000
+    header = u32(1, 12, 12 + len(bomb))
+    start = time.monotonic()
+    with pytest.raises(CorruptChunkError, match=r"chunk-x item 0: its zstd frame declares 314572800 bytes"):
+        compression.inflate_in_file(header + bomb, "sample", "chunk-x")
+    assert time.monotonic() - start < 0.5
+
+
+def test_a_per_item_zstd_bomb_without_a_declared_size_stops_at_the_bound():
+    bomb = zeros_frame(300 << 20, content_size=False)
+    header = u32(1, 12, 12 + len(bomb))
+    with pytest.raises(CorruptChunkError, match=r"chunk-x item 0: zstd data inflates past 268435456 bytes"):
+        compression.inflate_in_file(header + bomb, "sample", "chunk-x")
