@@ -84,6 +84,7 @@ class StreamingDataLoader(DataLoader):
         self._started = False
         self._pending: dict[str, Any] | None = None
         self._world = (0, 1)
+        self._workers_chain: tuple[tuple[int, int], ...] = ()
         self.limit_batches: int | None = None
 
     # ---- position --------------------------------------------------------------------------------------------
@@ -99,9 +100,31 @@ class StreamingDataLoader(DataLoader):
         return self.limit_batches is not None and self._consumed >= self._epoch_end(self._world[1])
 
     def __len__(self) -> int:
-        """Batches this rank yields in a full epoch (the same on every rank)."""
+        """Batches this rank yields in a full epoch (the same on every rank).
+
+        Right after ``load_state_dict`` of a state saved with another world size, the epoch being resumed
+        counts as the batches each old rank had taken plus the new ranks' share of the rest, when that is
+        more: Lightning reads the length once and restores its own batch counter from the checkpoint, so a
+        shorter length would end the resumed epoch before every sample was seen. (A loader that runs out
+        first simply ends the epoch.)"""
         _, world_size = distributed.world()
-        return sampling.num_batches(self._epoch_length(world_size), 0, self.batch_size)
+        state = self._pending
+        if state is None and self._started and self._consumed >= self._epoch_end(self._world[1]):
+            # This epoch is over: the next iteration starts a fresh one, whatever resume shaped this one.
+            fresh = self.stream.epoch_length(world_size, self.batch_size, ())
+            return sampling.num_batches(fresh, 0, self.batch_size)
+        full = sampling.num_batches(self._epoch_length(world_size), 0, self.batch_size)
+        if state is None or not state["started"] or state["world_size"] == world_size:
+            return full
+        if state["consumed"] >= state["epoch_length"]:
+            return full
+        chain = [*state["resume_chain"], [state["world_size"], state["consumed"]]]
+        try:
+            rest = self.stream.epoch_length(world_size, self.batch_size, chain)
+        except ValueError:
+            return full  # the state does not fit; iteration raises ResumeError with the details
+        done = sampling.num_batches(state["consumed"], 0, self.batch_size)
+        return max(full, done + sampling.num_batches(rest, 0, self.batch_size))
 
     def set_epoch(self, epoch: int) -> None:
         """Start the next iteration at ``epoch`` (a fresh epoch, position 0)."""
@@ -109,19 +132,20 @@ class StreamingDataLoader(DataLoader):
         self._consumed = 0
         self._started = False
         self._pending = None
+        self.stream.set_resume_chain(())
 
     def __iter__(self) -> Iterator[Any]:
         rank, world_size = distributed.world()
         self._world = (rank, world_size)
-        chain_before = self.stream.resume_chain
         if self._pending is not None:
             start = self._apply_pending(world_size)
         else:
             self._epoch += 1 if self._started else 0
             self.stream.set_resume_chain(())
             start = 0
-        if self.stream.resume_chain != chain_before:
+        if self.stream.resume_chain != self._workers_chain:
             self._iterator = None  # persistent workers hold the old plan: start fresh ones
+            self._workers_chain = self.stream.resume_chain
         self._started = True
         self._consumed = start
         m = self._epoch_length(world_size)

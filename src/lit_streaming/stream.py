@@ -85,14 +85,17 @@ class Stream(IterableDataset, ABC):
         sizes = [leaf.num_samples for leaf in self.leaves()]
         return np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
 
-    def epoch_length(self, world_size: int, batch_size: int) -> int:
-        """Samples each rank yields this epoch, after any elastic resume (equal on every rank)."""
+    def epoch_length(
+        self, world_size: int, batch_size: int, resume_chain: Sequence[Sequence[int]] | None = None
+    ) -> int:
+        """Samples each rank yields this epoch, after the elastic resume ``resume_chain`` (default: the current
+        one); equal on every rank."""
         return sampling.resumed_length(
             lambda w: self.native_length(w, batch_size),
             world_size=world_size,
             batch_size=batch_size,
             drop_last=self.drop_last_for(world_size),
-            resume_chain=self._resume_chain,
+            resume_chain=self._resume_chain if resume_chain is None else resume_chain,
         )
 
     def plan(self, epoch: int, world_size: int, rank: int, batch_size: int) -> KeySequence:

@@ -42,20 +42,28 @@ def data(tmp_path_factory):
     }
 
 
-def fit(train: str, val: str, root: Path, strategy: str, workers: int, ckpt_path: str | None = None) -> None:
+def fit(
+    train: str,
+    val: str,
+    root: Path,
+    strategy: str,
+    workers: int,
+    ckpt_path: str | None = None,
+    devices: int = WORLD,
+) -> None:
     dm = StreamingDataModule(train=train, val=val, batch_size=BATCH, num_workers=workers, seed=3)
     callbacks = []
     if ckpt_path is None:
         callbacks.append(
             ModelCheckpoint(root / "ckpt", filename="{step}", every_n_train_steps=CKPT_STEP, save_top_k=-1)
         )
-    if strategy == "ddp":
+    if strategy == "ddp" and devices > 1:
         # A rank that fails or stalls must end the job with its error, not leave the other waiting 30 minutes.
         strategy = DDPStrategy(timeout=timedelta(seconds=90))
     trainer = Trainer(
         accelerator="cpu",
-        devices=WORLD,
-        strategy=strategy,
+        devices=devices,
+        strategy=strategy if devices > 1 else "auto",
         max_epochs=EPOCHS,
         logger=False,
         enable_progress_bar=False,
@@ -70,8 +78,8 @@ def fit(train: str, val: str, root: Path, strategy: str, workers: int, ckpt_path
         trainer.fit(IdRecorder(str(root / "ids")), datamodule=dm, ckpt_path=ckpt_path)
 
 
-def _per_rank(root: Path) -> list[list[tuple[int, int, list[int]]]]:
-    return [steps(read_records(root / "ids", rank)) for rank in range(WORLD)]
+def _per_rank(root: Path, world: int = WORLD) -> list[list[tuple[int, int, list[int]]]]:
+    return [steps(read_records(root / "ids", rank)) for rank in range(world)]
 
 
 def test_ddp_spawn_exactly_once_equal_steps_and_validation(data, tmp_path):
@@ -115,9 +123,16 @@ def _script(mode: str, data: dict, root: Path, *extra: str) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
 
 
-def test_ddp_resume_with_workers_from_mid_epoch_checkpoint(data, tmp_path):
-    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
-    _script("reference", data, reference)
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory):
+    """One uninterrupted 2-process ``ddp`` run with 2 workers per rank, checkpointing every CKPT_STEP steps."""
+    root = tmp_path_factory.mktemp("ddp_reference")
+    _script("reference", data, root)
+    return root
+
+
+def test_ddp_resume_with_workers_from_mid_epoch_checkpoint(data, reference, tmp_path):
+    resumed = tmp_path / "resumed"
     ckpt = reference / "ckpt" / f"step={CKPT_STEP}.ckpt"
     state = torch.load(ckpt, weights_only=True)["loops"]["fit_loop"]["state_dict"]["combined_loader"]
     assert state[0]["consumed"] == CKPT_STEP * BATCH and state[0]["world_size"] == WORLD
@@ -132,7 +147,48 @@ def test_ddp_resume_with_workers_from_mid_epoch_checkpoint(data, tmp_path):
         assert len({e for e, _, _ in got}) == EPOCHS  # the rest of epoch 0, then two more epochs
 
 
+def test_ddp_resume_from_epoch_end_checkpoint(data, reference, tmp_path):
+    end = 2 * STEPS  # step 12: saved right after the last batch of epoch 1
+    assert end % CKPT_STEP == 0
+    _script("resume", data, tmp_path, str(reference / "ckpt" / f"step={end}.ckpt"))
+    ref = _per_rank(reference)
+    for rank, got in enumerate(_per_rank(tmp_path)):
+        assert got == ref[rank][end:], f"rank {rank} diverged after resuming from an epoch-end checkpoint"
+        assert {e for e, _, _ in got} == {2}
+
+
+def _check_elastic(
+    before: list[list[tuple[int, int, list[int]]]], after: list[list[tuple[int, int, list[int]]]]
+):
+    """Epoch 0 = the old ranks' first CKPT_STEP steps + the new ranks' epoch 0: every sample exactly once; every
+    later epoch exactly once on the new world, with equal steps per rank."""
+    head = [i for s in before for (e, _, ids) in s[:CKPT_STEP] for i in ids]
+    for epoch in range(EPOCHS):
+        rest = [i for s in after for (e, _, ids) in s if e == epoch for i in ids]
+        seen = head + rest if epoch == 0 else rest
+        assert sorted(seen) == list(range(N)), f"epoch {epoch}: not every sample exactly once"
+        counts = {sum(1 for (e, _, _) in s if e == epoch) for s in after}
+        assert len(counts) == 1, f"epoch {epoch}: ranks ran different numbers of steps"
+
+
+def test_ddp_resume_on_one_device_continues_the_epoch_exactly_once(data, reference, tmp_path):
+    _script("resume", data, tmp_path, str(reference / "ckpt" / f"step={CKPT_STEP}.ckpt"), "1")
+    _check_elastic(_per_rank(reference), _per_rank(tmp_path, 1))
+
+
+def test_one_device_resume_on_two_ddp_processes_continues_the_epoch_exactly_once(data, tmp_path):
+    single, resumed = tmp_path / "single", tmp_path / "resumed"
+    _script("reference", data, single, "", "1")
+    _script("resume", data, resumed, str(single / "ckpt" / f"step={CKPT_STEP}.ckpt"), str(WORLD))
+    _check_elastic(_per_rank(single, 1), _per_rank(resumed))
+
+
 if __name__ == "__main__":
-    # python test_lightning_ddp.py reference|resume TRAIN VAL OUT [CKPT]: a `ddp` fit with 2 workers per rank
+    # python test_lightning_ddp.py reference|resume TRAIN VAL OUT [CKPT [DEVICES]]: a `ddp` fit with 2 workers per
+    # rank (one process when DEVICES is 1)
     mode, train, val, out = sys.argv[1:5]
-    fit(train, val, Path(out), "ddp", workers=2, ckpt_path=sys.argv[5] if mode == "resume" else None)
+    ckpt = sys.argv[5] if len(sys.argv) > 5 and sys.argv[5] else None
+    devices = int(sys.argv[6]) if len(sys.argv) > 6 else WORLD
+    fit(
+        train, val, Path(out), "ddp", workers=2, ckpt_path=ckpt if mode == "resume" else None, devices=devices
+    )

@@ -52,7 +52,7 @@ def ref_chunk_ids(chunk: int, size: int, count: int, seed: int) -> np.ndarray:
     whole, extra = divmod(count, size)
     parts = [np.repeat(np.arange(size, dtype=np.int64), whole)]
     if extra:
-        parts.append(rng(seed, SUBSAMPLE_STREAM, chunk).choice(size, size=extra, replace=False))
+        parts.append(rng(SUBSAMPLE_STREAM, seed, chunk).choice(size, size=extra, replace=False))
     return np.sort(np.concatenate(parts)).astype(np.int64)
 
 
@@ -60,7 +60,7 @@ def ref_epoch(chunk_sizes, counts, seed: int, epoch: int, shuffle: bool) -> tupl
     """(global ids, chunk of each id) of the whole epoch, chunk after chunk in the epoch's chunk order."""
     sizes = [int(s) for s in chunk_sizes]
     num_chunks = len(sizes)
-    order = rng(seed, epoch, CHUNK_ORDER_STREAM).permutation(num_chunks) if shuffle else range(num_chunks)
+    order = rng(CHUNK_ORDER_STREAM, seed, epoch).permutation(num_chunks) if shuffle else range(num_chunks)
     offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
     ids, chunks = [EMPTY], [EMPTY]
     for k in order:
@@ -102,7 +102,7 @@ def ref_rank_plan(
         window_ids = ids[positions[windows == w]]
         if shuffle:
             window_ids = window_ids[
-                rng(seed, epoch, world_size, rank, w, WINDOW_STREAM).permutation(window_ids.size)
+                rng(WINDOW_STREAM, seed, epoch, world_size, rank, w).permutation(window_ids.size)
             ]
         out.append(window_ids)
     return (np.concatenate(out) if out else EMPTY), windows

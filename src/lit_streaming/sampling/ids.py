@@ -14,10 +14,14 @@ import numpy as np
 
 from lit_streaming.sampling.counts import spread
 
-#: Extra seed keys, so the streams drawn for different purposes are independent.
-SUBSAMPLE_STREAM = 3
-CHUNK_ORDER_STREAM = 5
-WINDOW_STREAM = 1
+#: The first key of every generator names its purpose, so no two purposes ever share a stream (a key such as
+#: (seed, epoch, purpose) could equal (seed, purpose', chunk) for some epoch and chunk).
+SUBSAMPLE_COUNTS_STREAM = 1
+SUBSAMPLE_STREAM = 2
+CHUNK_ORDER_STREAM = 3
+WINDOW_STREAM = 4
+MIX_COUNTS_STREAM = 5
+MIX_BLOCK_STREAM = 6
 
 
 def make_rng(*keys: int) -> np.random.Generator:
@@ -79,7 +83,7 @@ def subsample_counts(chunk_sizes: Sequence[int] | np.ndarray, subsample: float, 
     whole, extra = _split(check_subsample(subsample), n)
     if extra == 0:
         return sizes * whole
-    chosen = spread(make_rng(seed, SUBSAMPLE_STREAM), np.array([extra, n - extra]), sizes)[:, 0]
+    chosen = spread(make_rng(SUBSAMPLE_COUNTS_STREAM, seed), np.array([extra, n - extra]), sizes)[:, 0]
     return sizes * whole + chosen
 
 
@@ -95,7 +99,7 @@ def chunk_ids(chunk: int, size: int, count: int, seed: int) -> np.ndarray:
     base = np.arange(size, dtype=np.int64)
     if extra == 0:
         return np.repeat(base, whole) if whole != 1 else base
-    chosen = np.sort(make_rng(seed, SUBSAMPLE_STREAM, chunk).choice(size, size=extra, replace=False))
+    chosen = np.sort(make_rng(SUBSAMPLE_STREAM, seed, chunk).choice(size, size=extra, replace=False))
     if whole == 0:
         return chosen.astype(np.int64)
     return np.sort(np.concatenate([np.repeat(base, whole), chosen]), kind="stable")
@@ -105,4 +109,4 @@ def chunk_order(num_chunks: int, seed: int, epoch: int, shuffle: bool) -> np.nda
     """The epoch's order of chunks: a permutation from (seed, epoch) when shuffling, else 0..C-1."""
     if not shuffle:
         return np.arange(num_chunks, dtype=np.int64)
-    return make_rng(seed, epoch, CHUNK_ORDER_STREAM).permutation(num_chunks).astype(np.int64)
+    return make_rng(CHUNK_ORDER_STREAM, seed, epoch).permutation(num_chunks).astype(np.int64)

@@ -15,11 +15,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from lit_streaming.sampling.counts import spread
-from lit_streaming.sampling.ids import make_rng
+from lit_streaming.sampling.ids import MIX_BLOCK_STREAM, MIX_COUNTS_STREAM, make_rng
 from lit_streaming.sampling.sequence import KeySequence
 
-#: Extra key in the mixing rng seeds, so its streams are independent of the chunk-order streams.
-_MIX_STREAM = 7
 #: Units (samples, or batches with per_stream) per block: small enough to permute on demand.
 BLOCK_UNITS = 1 << 16
 
@@ -150,8 +148,8 @@ class MixPlan:
         lengths, w = _check_args(child_lengths, weights, batch_size)
         self.unit = int(batch_size) if per_stream else 1
         available = np.where(w > 0, lengths // self.unit, 0)
-        self.key = (int(seed), int(epoch), _MIX_STREAM)
-        rng = make_rng(*self.key)
+        self.key = (int(seed), int(epoch))
+        rng = make_rng(MIX_COUNTS_STREAM, *self.key)
         if iterate_over_all:
             counts = _draw_all_blocks(rng, available, w)
         else:
@@ -187,7 +185,7 @@ class MixPlan:
         if cached is None:
             counts = self.block_counts[b]
             dtype = np.int16 if counts.size < 2**15 else np.int32
-            rng = make_rng(*self.key, b)
+            rng = make_rng(MIX_BLOCK_STREAM, *self.key, b)
             if self.sequential_blocks[b]:
                 cached = _weighted_order(rng, counts, self.weights).astype(dtype)
             else:

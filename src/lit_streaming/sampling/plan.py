@@ -121,6 +121,8 @@ def check_chain(resume_chain: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
     for seg in resume_chain:
         if len(seg) != 2:
             raise ValueError(f"resume_chain entries must be (world_size, consumed), got {seg!r}")
+        if not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in seg):
+            raise ValueError(f"resume_chain entry {seg!r} must hold integers")
         w, c = int(seg[0]), int(seg[1])
         if w < 1 or c < 0:
             raise ValueError(f"resume_chain entry {seg!r} needs world_size >= 1 and consumed >= 0")

@@ -56,6 +56,8 @@ class ChunkGeometry:
 
     def ids(self, chunk: int, lo: int, hi: int) -> np.ndarray:
         """Global ids [lo, hi) of chunk ``chunk``'s sorted contribution."""
+        if not 0 <= lo <= hi <= self.counts[chunk]:
+            raise IndexError(f"ids [{lo}, {hi}) outside chunk {chunk}'s {int(self.counts[chunk])}")
         base = int(self.offsets[chunk])
         if self._identity:
             return np.arange(base + lo, base + hi, dtype=np.int64)
@@ -136,7 +138,7 @@ class WindowedShare(KeySequence):
         ]
         ids = np.concatenate(parts) if parts else _EMPTY
         if self.shuffle and ids.size > 1:
-            ids = ids[make_rng(*self.key, w, WINDOW_STREAM).permutation(ids.size)]
+            ids = ids[make_rng(WINDOW_STREAM, *self.key, w).permutation(ids.size)]
         self._windows[w] = ids
         while len(self._windows) > self._CACHED_WINDOWS:
             self._windows.popitem(last=False)
