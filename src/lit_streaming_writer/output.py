@@ -4,6 +4,10 @@ Workers produce files on local disk first and then publish them here: on a local
 (the writer already wrote in place, so there is nothing to copy); on a remote store it is one upload per file,
 done as soon as the file is finished. Small metadata files (indexes, checkpoints) are written whole or not at
 all: temp file + rename locally, a single PUT remotely.
+
+Every remote request is retried with backoff on transient failures (5xx, resets, timeouts), exactly as the
+reader's are (``lit_streaming.storage.retry``): one 500 must not fail an hours-long job when the client's own
+retries are off or spent. Every request is idempotent (a PUT of the same bytes, a listing, a delete).
 """
 
 from __future__ import annotations
@@ -11,20 +15,33 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
+import random
 import shutil
 import tempfile
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import fsspec
 
 from lit_streaming.format.index import write_text_atomic
+from lit_streaming.storage.retry import call_with_retries
+from lit_streaming.storage.settings import StorageSettings
+
+T = TypeVar("T")
 
 
 class Output:
     """A dataset folder addressed by a local path, ``file://`` URL or remote URL, plus fsspec options."""
 
-    def __init__(self, url: str | os.PathLike, storage_options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        url: str | os.PathLike,
+        storage_options: dict[str, Any] | None = None,
+        settings: StorageSettings | None = None,
+    ) -> None:
         url = os.fspath(url)
+        self.settings = settings or StorageSettings()
+        self._rng = random.Random()
         self.is_local = "://" not in url or url.startswith("file://")
         self.storage_options = dict(storage_options or {})
         self._fs: Any = None
@@ -43,7 +60,13 @@ class Output:
         if self._fs_pid != os.getpid():
             self._fs = fsspec.filesystem(fsspec.core.split_protocol(self.url)[0], **self.storage_options)
             self._fs_pid = os.getpid()
+            self._rng = random.Random()  # forked workers must not retry in lockstep
         return self._fs
+
+    def _remote(self, what: str, request: Callable[[], T], action: str = "read") -> T:
+        """One remote request about ``what`` (a path), retried on transient failures; past the retry bound a
+        ``DownloadError`` (an ``OSError``) naming the URL; a missing file is a ``FileNotFoundError``."""
+        return call_with_retries(request, f"{self.url} ({what})", self.settings, self._rng, action)
 
     def path(self, name: str) -> str:
         return os.path.join(self.root, name) if self.is_local else posixpath.join(self.root, name)
@@ -52,7 +75,7 @@ class Output:
         if self.is_local:
             os.makedirs(self.root, exist_ok=True)
         else:
-            self.fs.makedirs(self.root, exist_ok=True)
+            self._remote("mkdir", lambda: self.fs.makedirs(self.root, exist_ok=True), "create")
 
     def names(self, folder: str = "") -> list[str]:
         """File names directly in the folder (or a subfolder); ``[]`` when it does not exist."""
@@ -63,7 +86,7 @@ class Output:
             return sorted(e.name for e in os.scandir(where) if e.is_file())
         self.fs.invalidate_cache(where)  # other processes write here: never trust a cached listing
         try:
-            entries = self.fs.ls(where, detail=True)
+            entries = self._remote(f"list {where}", lambda: self.fs.ls(where, detail=True))
         except FileNotFoundError:
             return []
         return sorted(posixpath.basename(e["name"].rstrip("/")) for e in entries if e["type"] == "file")
@@ -74,7 +97,8 @@ class Output:
             return sorted(os.listdir(self.root)) if os.path.isdir(self.root) else []
         self.fs.invalidate_cache(self.root)
         try:
-            return sorted(posixpath.basename(p.rstrip("/")) for p in self.fs.ls(self.root, detail=False))
+            listed = self._remote("list", lambda: self.fs.ls(self.root, detail=False))
+            return sorted(posixpath.basename(p.rstrip("/")) for p in listed)
         except FileNotFoundError:
             return []
 
@@ -85,7 +109,7 @@ class Output:
                 with open(self.path(name)) as f:
                     return f.read()
             self.fs.invalidate_cache(self.path(name))
-            return self.fs.cat_file(self.path(name)).decode()
+            return self._remote(name, lambda: self.fs.cat_file(self.path(name))).decode()
         except FileNotFoundError:
             return None
 
@@ -95,7 +119,8 @@ class Output:
             os.makedirs(os.path.dirname(self.path(name)), exist_ok=True)
             write_text_atomic(self.path(name), text)
         else:
-            self.fs.pipe_file(self.path(name), text.encode())
+            data = text.encode()
+            self._remote(name, lambda: self.fs.pipe_file(self.path(name), data), "write")
 
     def remove(self, names: list[str]) -> None:
         """Delete files (missing ones are fine: a crashed run may have left some and not others)."""
@@ -106,14 +131,16 @@ class Output:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(self.path(name))
         else:
+            paths = [self.path(n) for n in names]
             with contextlib.suppress(FileNotFoundError):
-                self.fs.rm([self.path(n) for n in names])
+                self._remote(f"{len(paths)} files", lambda: self.fs.rm(paths), "delete")
 
     def remove_folder(self, folder: str) -> None:
         if self.is_local:
             shutil.rmtree(self.path(folder), ignore_errors=True)
-        elif self.fs.exists(self.path(folder)):
-            self.fs.rm(self.path(folder), recursive=True)
+        elif self._remote(folder, lambda: self.fs.exists(self.path(folder))):
+            with contextlib.suppress(FileNotFoundError):
+                self._remote(folder, lambda: self.fs.rm(self.path(folder), recursive=True), "delete")
 
     def publish(self, local_path: str, name: str) -> None:
         """Move a finished local file to ``name`` (a relative path); the local file is gone afterwards."""
@@ -123,7 +150,7 @@ class Output:
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 os.replace(local_path, target)
             return
-        self.fs.put_file(local_path, target)
+        self._remote(name, lambda: self.fs.put_file(local_path, target), "upload")
         os.remove(local_path)
 
     def staging_dir(self, folder: str) -> tuple[str, bool]:

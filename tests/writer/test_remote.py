@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import functools
+import logging
+import sys
+from pathlib import Path
 
 import fsspec
 import pytest
@@ -18,6 +21,11 @@ from _writer_helpers import (
 )
 
 from lit_streaming_writer import DatasetExistsError, WorkerError, map, optimize
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "storage"))
+from _storage_support import FaultProxy  # noqa: E402
+
+NO_CLIENT_RETRIES = {"config_kwargs": {"retries": {"total_max_attempts": 1}, "connect_timeout": 2}}
 
 
 def _names(url: str, options: dict) -> list[str]:
@@ -70,3 +78,24 @@ def test_map_to_s3_keeps_relative_paths(s3_bucket):
     assert _names(url, options) == sorted(f"part-{i % 3}/{i}.txt" for i in range(12))
     fs, root = fsspec.core.url_to_fs(url, **options)
     assert fs.cat_file(f"{root}/part-1/7.txt") == b"input 7\n"
+
+
+def test_transient_upload_failures_are_retried(s3_server, s3_bucket, tmp_path, caplog):
+    bucket, options = s3_bucket
+    url = f"{bucket}/flaky"
+    with FaultProxy(s3_server, rate=1.0, kinds=("500", "reset"), seed=1, max_faults=4) as proxy:
+        flaky = dict(options, endpoint_url=proxy.url, **NO_CLIENT_RETRIES)
+        with caplog.at_level(logging.WARNING, logger="lit_streaming.storage"):
+            assert optimize(sample, range(12), url, chunk_size=3, num_workers=1, storage_options=flaky) == url
+    assert sum(proxy.faults.values()) == 4
+    assert read_samples(download(url, options, tmp_path / "got")) == [sample(i) for i in range(12)]
+    assert any(r.getMessage().startswith(f"Retrying {url}") for r in caplog.records)
+
+
+def test_a_server_that_keeps_failing_fails_the_job_naming_the_url(s3_server, s3_bucket):
+    bucket, options = s3_bucket
+    url = f"{bucket}/down"
+    with FaultProxy(s3_server, rate=1.0, kinds=("500",), only_paths_containing=".bin") as proxy:
+        flaky = dict(options, endpoint_url=proxy.url, **NO_CLIENT_RETRIES)
+        with pytest.raises(WorkerError, match=rf"Giving up on {url} \(chunk-0-0.bin\) after 5 attempts"):
+            optimize(sample, range(6), url, chunk_size=3, num_workers=1, storage_options=flaky)

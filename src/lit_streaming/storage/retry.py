@@ -90,8 +90,11 @@ def backoff_delays(settings: StorageSettings, rng: random.Random) -> list[float]
     return delays
 
 
-def call_with_retries(fn: Callable[[], T], url: str, settings: StorageSettings, rng: random.Random) -> T:
-    """Run ``fn`` (one request about ``url``), retrying transient failures; raise an error naming ``url``."""
+def call_with_retries(
+    fn: Callable[[], T], url: str, settings: StorageSettings, rng: random.Random, action: str = "read"
+) -> T:
+    """Run ``fn`` (one request about ``url``), retrying transient failures; raise an error naming ``url``
+    (``action`` says what was attempted: "read", "write", ...)."""
     delays = backoff_delays(settings, rng)
     attempt = 0
     while True:
@@ -103,7 +106,7 @@ def call_with_retries(fn: Callable[[], T], url: str, settings: StorageSettings, 
             if isinstance(err, FileNotFoundError):
                 raise RemoteFileNotFoundError(f"{url} does not exist ({err})") from err
             if not is_transient(err):
-                raise DownloadError(f"Cannot read {url}: {type(err).__name__}: {err}") from err
+                raise DownloadError(f"Cannot {action} {url}: {type(err).__name__}: {err}") from err
             if attempt == len(delays):
                 raise DownloadError(
                     f"Giving up on {url} after {settings.attempts} attempts; last error: {type(err).__name__}: {err}"
