@@ -496,8 +496,11 @@ def test_tiff_leaves_match_litdata(tmp_path: Any) -> None:
         assert fmt in ("tifffile", "tiff")
         assert_same(deserialize_leaf(memoryview(data), fmt), array)
     data, fmt = serialize_leaf(Tif(path=str(path)))
-    assert fmt == "tiff" and bytes(data) == path.read_bytes()
-    assert_same(lit_deserialize(bytes(data), "tifffile"), array)
+    assert fmt == "tifffile" and bytes(data) == path.read_bytes()  # the name LitData can read back
+    assert_same(lit_deserialize(bytes(data), fmt), array)
+    data, fmt = serialize_leaf(Tif(array=array))
+    assert_same(lit_deserialize(bytes(data), fmt), array)
+    assert_same(deserialize_leaf(data, fmt), array)
 
 
 @pytest.mark.parametrize(

@@ -126,3 +126,107 @@ def token_record(i: int, kind: str = "numpy") -> Any:
     if kind == "numpy":
         return values.astype(np.uint16)
     return torch.from_numpy(values.astype(np.int64))
+
+
+# ---- every other leaf kind ---------------------------------------------------------------------------------
+N_MEDIA = 6
+
+
+def make_media(folder: str) -> dict[str, str]:
+    """Media files of every kind LitData's wrappers store as they are (video/audio/... need not be playable:
+    both libraries store and return their bytes)."""
+    import wave
+
+    import tifffile
+
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(11)
+    paths = {
+        name: os.path.join(folder, name) for name in ("a.png", "a.tif", "clip.mp4", "a.wav", "notes.txt")
+    }
+    Image.fromarray(rng.integers(0, 256, (9, 13, 3), dtype=np.uint8)).save(paths["a.png"])
+    tifffile.imwrite(paths["a.tif"], rng.integers(0, 2**16, (5, 7), dtype=np.uint16))
+    with open(paths["clip.mp4"], "wb") as f:
+        f.write(b"\x00\x00\x00\x18ftypmp42" + bytes(range(64)))
+    with wave.open(paths["a.wav"], "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(np.arange(64, dtype=np.int16).tobytes())
+    with open(paths["notes.txt"], "w") as f:
+        f.write("some notes ✓\n")
+    for k in range(2):
+        paths[f"j{k}.jpg"] = os.path.join(folder, f"j{k}.jpg")
+        Image.fromarray(rng.integers(0, 256, (6 + k, 10, 3), dtype=np.uint8)).save(paths[f"j{k}.jpg"])
+    for name, data in (
+        ("a.pdf", b"%PDF-1.4\n%fake\n"),
+        ("a.glb", b"glTF\x02\x00\x00\x00"),
+        ("a.nii", b"\x5c\x01" * 8),
+    ):
+        paths[name] = os.path.join(folder, name)
+        with open(paths[name], "wb") as f:
+            f.write(data)
+    return paths
+
+
+def _wrappers(writer: str) -> Any:
+    if writer == "litdata":
+        import litdata
+
+        return litdata
+    from lit_streaming.format import serializers
+
+    return serializers
+
+
+def image_pixels(i: int) -> np.ndarray:
+    return np.random.default_rng(500 + i).integers(0, 256, (4 + i % 3, 6, 3), dtype=np.uint8)
+
+
+def media_sample(i: int, media: dict[str, str], writer: str = "ours") -> dict[str, Any]:
+    """Image, TIFF, video, audio, text and file leaves through the wrapper types, numpy scalars and JSON
+    lists (of varying length) in one dict sample. Both writers store the same leaves."""
+    w = _wrappers(writer)
+    with open(media["a.png"], "rb") as f:
+        png = f.read()
+    return {
+        "id": i,
+        "image": {
+            "path": w.Image(path=media["a.png"]),
+            "bytes": w.Image(bytes=png),
+            "jpeg": w.Image(array=image_pixels(i), format="jpeg", quality=90),
+            "gray": w.Image(path=media["a.png"], mode="L"),
+        },
+        "tiff": w.Tiff(array=np.full((2, 3), i, dtype=np.uint16)) if writer == "ours" else media["a.tif"],
+        "video": w.Video(path=media["clip.mp4"]),
+        "audio": w.Audio(path=media["a.wav"]),
+        "text": w.Text(text=f"caption {i} ✓"),
+        "file": w.File(path=media["notes.txt"]),
+        "np": {
+            "f32": np.float32(i / 3),
+            "i64": np.int64(i - 2),
+            "u8": np.uint8(200 + i),
+            "b": np.bool_(i % 2 == 0),
+            "f16": np.float16(i / 4),
+        },
+        "tags": [f"t{k}" for k in range(i % 3)],
+        "bbox": [i, i + 1.5, -2, 4],
+        "meta": {"scores": [0.5 * k for k in range(i)], "rows": [{"k": "a", "v": i}, {"k": "b", "v": None}]},
+    }
+
+
+def litdata_only_sample(i: int, media: dict[str, str]) -> dict[str, Any]:
+    """Leaves only LitData writes: its Tiff wrapper ('tiff'), JpegArray, Graph, PDF, mesh and NIfTI files.
+    LitData itself reads the last three only with pdfplumber / trimesh / nibabel; ours returns their bytes."""
+    import litdata
+    import torch as _torch
+
+    return {
+        "id": i,
+        "tiff": litdata.Tiff(array=np.full((3, 2), i, dtype=np.uint8)),
+        "jpegs": litdata.JpegArray(images=[Image.open(media["j0.jpg"]), Image.open(media["j1.jpg"])]),
+        "graph": litdata.Graph(x=_torch.full((3, 2), float(i)), edge_index=_torch.tensor([[0, 1], [1, 2]])),
+        "pdf": litdata.Pdf(path=media["a.pdf"]),
+        "mesh": litdata.Mesh(path=media["a.glb"]),
+        "nifti": litdata.Nifti(path=media["a.nii"]),
+    }

@@ -12,6 +12,7 @@ the ours -> LitData tests do.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -29,7 +30,6 @@ import torch
 from PIL import Image, ImageOps
 
 from lit_streaming.dataset import StreamingDataset
-from lit_streaming.format.serializers import UnknownSerializerError
 from lit_streaming.item_loaders import TokensLoader
 from lit_streaming_writer import optimize
 
@@ -38,7 +38,15 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 import _cases  # noqa: E402
-from _cases import BLOCK_SIZE, N_MIXED, N_TOKENS, NUMPY_DTYPES, TOKEN_CHUNK_SIZE, TORCH_DTYPES  # noqa: E402
+from _cases import (  # noqa: E402
+    BLOCK_SIZE,
+    N_MEDIA,
+    N_MIXED,
+    N_TOKENS,
+    NUMPY_DTYPES,
+    TOKEN_CHUNK_SIZE,
+    TORCH_DTYPES,
+)
 
 # LitData's own decode path warns (torchvision deprecations, read-only buffers, chunk-size hints).
 pytestmark = pytest.mark.filterwarnings(
@@ -298,13 +306,15 @@ LITDATA_JOBS: dict[str, dict[str, Any]] = {
         "zstd": True,
     },
     "json_lists": {"fn": "json_list_sample", "n": 6, "optimize": {"chunk_size": 4, "num_workers": 1}},
+    "media": {"fn": "media_sample", "n": N_MEDIA, "optimize": {"chunk_size": 4, "num_workers": 1}},
+    "litdata_only": {"fn": "litdata_only_sample", "n": 3, "optimize": {"chunk_size": 2, "num_workers": 1}},
 }
 
 
 class LitDataRun:
     """``litdata.optimize`` over every job in one subprocess, started early and awaited on first use."""
 
-    def __init__(self, root: Path, jpegs: dict[str, Any]) -> None:
+    def __init__(self, root: Path, jpegs: dict[str, Any], media: dict[str, str]) -> None:
         self.root = root
         jobs = []
         for name, job in LITDATA_JOBS.items():
@@ -313,6 +323,10 @@ class LitDataRun:
             job = {**job, "name": name, "output_dir": str(root / name)}
             if job["fn"] == "mixed_sample":
                 job["fn_kwargs"] = {"jpegs": jpegs, "writer": "litdata"}
+            elif job["fn"] == "media_sample":
+                job["fn_kwargs"] = {"media": media, "writer": "litdata"}
+            elif job["fn"] == "litdata_only_sample":
+                job["fn_kwargs"] = {"media": media}
             jobs.append(job)
         (root / "jobs.json").write_text(json.dumps(jobs))
         cache = root / "litdata-cache"
@@ -366,9 +380,14 @@ def jpegs(tmp_path_factory) -> dict[str, Any]:
     return _cases.make_jpegs(str(tmp_path_factory.mktemp("jpegs")))
 
 
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> dict[str, str]:
+    return _cases.make_media(str(tmp_path_factory.mktemp("media")))
+
+
 @pytest.fixture(scope="module", autouse=True)
-def litdata_run(tmp_path_factory, jpegs) -> LitDataRun:
-    run = LitDataRun(tmp_path_factory.mktemp("litdata-written"), jpegs)
+def litdata_run(tmp_path_factory, jpegs, media) -> LitDataRun:
+    run = LitDataRun(tmp_path_factory.mktemp("litdata-written"), jpegs, media)
     yield run
     if run.proc.poll() is None:
         run.proc.kill()
@@ -636,17 +655,216 @@ def test_litdata_iteration_of_ours_matches_getitem(litdata_run):
     assert [s["id"] for s in ds] == [ds[i]["id"] for i in range(len(ds))]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnknownSerializerError,
-    reason="LitData 0.2.76 stores a list of plain JSON scalars as one 'json' leaf (its own binary encoding); "
-    "serializers.py has no 'json' serializer yet",
-)
 def test_litdata_json_leaves_to_ours(litdata_run):
     path = litdata_run.dataset("json_lists")
     formats = json.loads(Path(path, "index.json").read_text())["config"]["data_format"]
-    assert "json" in formats  # precondition: this is the case the xfail is about
+    assert "json" in formats  # precondition: LitData stores each list of JSON scalars as one 'json' leaf
     mine = read_ours(path)
+    theirs = read_litdata(path)
     assert [s["id"] for s in mine] == list(range(6))
-    for got in mine:
+    for got, lit in zip(mine, theirs, strict=True):
         assert_same(got, _cases.json_list_sample(got["id"]))
+        assert_same(lit, got)
+
+
+def test_ours_json_leaves_to_litdata(tmp_path, litdata_run):
+    """Our writer stores the lists of dict samples as LitData does: one 'json' leaf each, the same bytes."""
+    out = optimize(_cases.json_list_sample, list(range(6)), str(tmp_path / "j"), chunk_size=4, num_workers=1)
+    config = json.loads(Path(out, "index.json").read_text())["config"]
+    assert config["data_format"] == ["int", "json", "json", "json"]
+    theirs = litdata_run.dataset("json_lists")
+    their_index = json.loads(Path(theirs, "index.json").read_text())
+    assert config["data_spec"] == their_index["config"]["data_spec"]
+    for a, b in zip(
+        json.loads(Path(out, "index.json").read_text())["chunks"], their_index["chunks"], strict=True
+    ):
+        assert Path(out, a["filename"]).read_bytes() == Path(theirs, b["filename"]).read_bytes()
+    for got, mine in zip(read_litdata(out), read_ours(out), strict=True):
+        assert_same(got, _cases.json_list_sample(got["id"]))
+        assert_same(mine, got)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Every other leaf kind: image/tiff/video/audio/text/file wrappers, numpy scalars, JSON lists
+# ------------------------------------------------------------------------------------------------------------
+def _pixels(path: str, mode: str = "RGB") -> torch.Tensor:
+    image = Image.open(path).convert(mode).convert("RGB")
+    return torch.from_numpy(np.asarray(image)).permute(2, 0, 1).contiguous()
+
+
+def expected_media(i: int, media: dict[str, str], writer: str) -> dict[str, Any]:
+    """What a reader returns for ``media_sample(i)``; ``image.jpeg`` (re-encoded by the writer) is checked
+    against the other library's reading instead."""
+    import tifffile
+
+    sample = _cases.media_sample(i, media, writer)
+    sample["image"] = {
+        "path": _pixels(media["a.png"]),
+        "bytes": _pixels(media["a.png"]),
+        "jpeg": None,
+        "gray": _pixels(media["a.png"], "L"),
+    }
+    sample["tiff"] = (
+        np.full((2, 3), i, dtype=np.uint16) if writer == "ours" else tifffile.imread(media["a.tif"])
+    )
+    for key, name in (("video", "clip.mp4"), ("audio", "a.wav"), ("file", "notes.txt")):
+        sample[key] = Path(media[name]).read_bytes()
+    sample["text"] = f"caption {i} ✓"
+    return sample
+
+
+def read_litdata_media(path: str) -> list[Any]:
+    """LitData decodes video/audio with torchcodec by default; ask it for the stored bytes instead."""
+    from litdata.streaming.serializers import AudioSerializer, VideoSerializer
+
+    serializers = {"video": VideoSerializer(decode="bytes"), "audio": AudioSerializer(decode="bytes")}
+    ds = litdata.StreamingDataset(path, serializers=serializers)
+    return [ds[i] for i in range(len(ds))]
+
+
+def _check_media(got: Any, want: dict[str, Any], where: str, numpy_as: str, bytes_like: bool = False) -> None:
+    jpeg = got["image"]["jpeg"]
+    assert jpeg.dtype == torch.uint8 and tuple(jpeg.shape) == (3, *_cases.image_pixels(want["id"]).shape[:2])
+    got = {**got, "image": {**got["image"], "jpeg": None}}
+    if numpy_as == "0-d arrays":  # LitData reads our numpy:scalar leaves through its numpy serializer
+        want = {**want, "np": {k: np.asarray(v) for k, v in want["np"].items()}}
+    assert_same(got, want, where, bytes_like=bytes_like)
+
+
+def test_litdata_media_leaves_to_ours(litdata_run, media):
+    path = litdata_run.dataset("media")
+    formats = json.loads(Path(path, "index.json").read_text())["config"]["data_format"]
+    assert {
+        "image:png",
+        "image:jpg",
+        "tifffile",
+        "video:mp4",
+        "audio:wav",
+        "text",
+        "file:txt",
+        "json",
+    } <= set(formats)
+    assert "pickle" in formats  # LitData pickles numpy scalars: ours reads them without allow_pickle
+    mine = read_ours(path)
+    theirs = read_litdata_media(path)
+    assert [s["id"] for s in mine] == list(range(N_MEDIA))
+    for k, (got, lit) in enumerate(zip(mine, theirs, strict=True)):
+        want = expected_media(got["id"], media, "litdata")
+        _check_media(got, want, f"our sample {k}", "scalars")
+        _check_media(lit, want, f"LitData sample {k}", "scalars", bytes_like=True)
+        assert torch.equal(got["image"]["jpeg"], lit["image"]["jpeg"])
+
+
+def test_ours_media_leaves_to_litdata(tmp_path, media):
+    fn = functools.partial(_cases.media_sample, media=media, writer="ours")
+    out = optimize(fn, list(range(N_MEDIA)), str(tmp_path / "media"), chunk_size=4, num_workers=1)
+    formats = json.loads(Path(out, "index.json").read_text())["config"]["data_format"]
+    assert "pickle" not in formats and formats.count("numpy:scalar") == 5
+    mine = read_ours(out)
+    theirs = read_litdata_media(out)
+    for k, (got, lit) in enumerate(zip(mine, theirs, strict=True)):
+        want = expected_media(k, media, "ours")
+        _check_media(got, want, f"our sample {k}", "scalars")
+        _check_media(lit, want, f"LitData sample {k}", "0-d arrays", bytes_like=True)
+        assert torch.equal(got["image"]["jpeg"], lit["image"]["jpeg"])
+
+
+def test_ours_writes_the_same_media_leaves_as_litdata(tmp_path, litdata_run, media):
+    """Same wrappers, same leaf bytes: every leaf except the numpy scalars (LitData pickles them) and the
+    TIFF (a Tiff(array=) here, a path there) is byte-identical to LitData's."""
+    fn = functools.partial(_cases.media_sample, media=media, writer="ours")
+    out = optimize(fn, list(range(N_MEDIA)), str(tmp_path / "media"), chunk_size=4, num_workers=1)
+    ours_cfg = json.loads(Path(out, "index.json").read_text())["config"]
+    lit_cfg = json.loads(Path(litdata_run.dataset("media"), "index.json").read_text())["config"]
+    assert ours_cfg["data_spec"] == lit_cfg["data_spec"]
+    for a, b in zip(ours_cfg["data_format"], lit_cfg["data_format"], strict=True):
+        assert a == b or (a, b) in {("numpy:scalar", "pickle"), ("tifffile", "tifffile")}
+
+
+def test_litdata_only_leaves_to_ours(litdata_run):
+    """Leaves our writer does not produce. LitData 0.2.76 cannot read its own 'tiff' leaves (it registers the
+    reader as 'tifffile') nor pdf/mesh/nifti without their libraries, so only our reading is checked."""
+    path = litdata_run.dataset("litdata_only")
+    formats = json.loads(Path(path, "index.json").read_text())["config"]["data_format"]
+    assert formats == ["int", "tiff", "jpeg_array", "graph", "pdf", "mesh:glb", "nifti:nii"]
+    for got in read_ours(path):
+        i = got["id"]
+        assert_same(got["tiff"], np.full((3, 2), i, dtype=np.uint8))
+        assert [tuple(t.shape) for t in got["jpegs"]] == [(3, 6, 10), (3, 7, 10)]
+        assert torch.equal(got["graph"]["x"], torch.full((3, 2), float(i)))
+        assert torch.equal(got["graph"]["edge_index"], torch.tensor([[0, 1], [1, 2]]))
+        assert got["pdf"].startswith(b"%PDF") and got["mesh"].startswith(b"glTF") and len(got["nifti"]) == 16
+
+
+def test_litdata_jpeg_array_matches_litdata_reading(litdata_run, media):
+    path = litdata_run.dataset("litdata_only")
+    mine = read_ours(path)
+    expected = [decode_jpeg_file(media[f"j{k}.jpg"]) for k in range(2)]
+    for got in mine:
+        for a, b in zip(got["jpegs"], expected, strict=True):
+            assert_same(a, b)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Item readers are per dataset; damaged leaves name where they are
+# ------------------------------------------------------------------------------------------------------------
+def test_one_tokens_loader_shared_by_datasets_of_different_dtypes(ours):
+    """The README's mixing example passes one TokensLoader to several datasets: uint16 numpy tokens and
+    int64 torch tokens must each come back right, read interleaved."""
+    loader = TokensLoader(BLOCK_SIZE)
+    a = StreamingDataset(ours["tokens_np"], item_loader=loader)
+    b = StreamingDataset(ours["tokens_pt_zstd"], item_loader=loader)
+    want_a = expected_token_blocks(os.path.join(ours["tokens_np"], "index.json"), "numpy")
+    want_b = expected_token_blocks(os.path.join(ours["tokens_pt_zstd"], "index.json"), "torch")
+    assert len(a) == len(want_a) and len(b) == len(want_b)
+    for k in range(max(len(a), len(b))):
+        if k < len(a):
+            assert_same(a[k], want_a[k], f"numpy block {k}")
+        if k < len(b):
+            assert_same(b[k], want_b[k], f"torch block {k}")
+    assert a.item_loader is not loader and b.item_loader is not a.item_loader
+    assert loader.block_size == BLOCK_SIZE and not hasattr(loader, "_formats")  # the description is untouched
+
+
+def _leaf_span(dataset: str, field: str) -> tuple[Path, int, int, str]:
+    """(chunk file, start, end, format) of leaf ``field`` of item 0 in the dataset's first chunk."""
+    from lit_streaming.format import pytree
+
+    config = json.loads(Path(dataset, "index.json").read_text())
+    leaf = pytree.spec_leaf_paths(pytree.loads(config["config"]["data_spec"])).index(field)
+    chunk = Path(dataset, config["chunks"][0]["filename"])
+    raw = chunk.read_bytes()
+    (n,) = struct.unpack_from("<I", raw)
+    item = struct.unpack_from("<I", raw, 4)[0]
+    num_leaves = len(config["config"]["data_format"])
+    sizes = struct.unpack_from(f"<{num_leaves}I", raw, item)
+    start = item + 4 * num_leaves + sum(sizes[:leaf])
+    return chunk, start, start + sizes[leaf], config["config"]["data_format"][leaf]
+
+
+@pytest.mark.parametrize(
+    ("field", "junk"),
+    [
+        ("['text']", b"\xff"),
+        ("['image']['path']", b"\x00"),
+        ("['bbox']", b"\x09"),
+        ("['np']['f32']", b"\x80"),
+    ],
+)
+def test_a_damaged_leaf_names_dataset_chunk_item_and_leaf(litdata_run, tmp_path, field, junk):
+    """LitData's datasets have no checksums: a flipped leaf must fail with CorruptChunkError saying where."""
+    from lit_streaming.format.chunk import CorruptChunkError
+
+    copy = tmp_path / "damaged"
+    shutil.copytree(litdata_run.dataset("media"), copy)
+    chunk, start, end, fmt = _leaf_span(str(copy), field)
+    raw = bytearray(chunk.read_bytes())
+    raw[start:end] = junk * (end - start)
+    chunk.write_bytes(bytes(raw))
+    ds = StreamingDataset(str(copy))
+    with pytest.raises(CorruptChunkError) as info:
+        ds[0]
+    message = str(info.value)
+    for part in (chunk.name, str(copy), "item 0", field, repr(fmt)):
+        assert part in message, (part, message)
+    assert ds[1]["id"] == 1  # only that item is damaged

@@ -819,8 +819,9 @@ def _require(module: str, leaf: str) -> Any:
 
 
 class TiffSerializer(Serializer):
-    """``tifffile`` (a ``.tif`` path) and ``tiff`` (LitData's ``Tiff`` wrapper) leaves: the TIFF file bytes,
-    decoded on read with ``tifffile`` to a numpy array as LitData does."""
+    """``tifffile`` (LitData's name for a ``.tif`` path) and ``tiff`` (its ``Tiff`` wrapper) leaves: the TIFF
+    file bytes, decoded on read with ``tifffile`` to a numpy array as LitData does. We write ``tifffile``:
+    LitData 0.2.76 has no reader registered under the ``tiff`` name it writes itself."""
 
     name = "tifffile"
 
@@ -828,7 +829,14 @@ class TiffSerializer(Serializer):
         return _wrapper_kind(obj) == "Tiff"
 
     def serialize(self, obj: Any) -> tuple[bytes, str]:
-        return _wrapper_bytes(obj)[0], "tiff"
+        array = getattr(obj, "array", None)
+        if array is None and getattr(obj, "image", None) is not None:
+            array = np.asarray(obj.image)
+        if array is None:
+            return _wrapper_bytes(obj)[0], self.name
+        buffer = io.BytesIO()
+        _require("tifffile", "Tiff(array=...)").imwrite(buffer, np.asarray(array))
+        return buffer.getvalue(), self.name
 
     def deserialize(self, data: Buffer, fmt: str) -> np.ndarray:
         tifffile = _require("tifffile", fmt)
@@ -982,9 +990,11 @@ class Text(Media):
 
 @dataclass
 class Tiff(Media):
-    """A TIFF image (``tiff``), read back as a numpy array with ``tifffile``; ``array=`` encodes one."""
+    """A TIFF image (``tifffile``), read back as a numpy array with ``tifffile``; ``array=`` (or a PIL
+    ``image=``) is encoded with ``tifffile``."""
 
     array: Any = None
+    image: Any = None
 
 
 _WRAPPER_NAMES = frozenset({"Image", "Video", "Audio", "File", "Text", "Tiff", "Pdf", "Mesh", "Nifti"})
