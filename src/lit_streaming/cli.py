@@ -3,6 +3,7 @@
 lit-streaming fit --config configs/demo.yaml
 lit-streaming inspect PATH_OR_URL
 lit-streaming verify PATH_OR_URL [--block-size N]
+lit-streaming index DIR_OR_URL
 
 Dataset commands (inspect, verify, ...) parse their own arguments with argparse and never import Lightning;
 a failure is one line on stderr and a non-zero exit, not a traceback. Every other command goes to
@@ -92,6 +93,29 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
+def _index(path: str) -> int:
+    """Write ``wds-index.json`` beside a WebDataset folder's shards (one pass over each tar's headers), so
+    readers open the dataset without scanning them."""
+    from lit_streaming.formats import wds
+    from lit_streaming.storage import open_source
+    from lit_streaming.storage.locations import is_remote
+
+    data, shards, samples = wds.index_folder(open_source(path))
+    if is_remote(path):
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(path.removeprefix("local:"))
+        fs.pipe_file(f"{root.rstrip('/')}/{wds.INDEX_NAME}", data)
+    else:
+        target = os.path.join(os.path.expanduser(path.removeprefix("file://")), wds.INDEX_NAME)
+        tmp = f"{target}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, target)
+    print(f"{path}: indexed {samples} samples in {shards} shards into {wds.INDEX_NAME}")
+    return 0
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
@@ -114,8 +138,16 @@ def _dataset_commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParse
             help="tokens per sample for a TokensLoader dataset (default: from the index, else the smallest chunk)",
         )
 
+    def index_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("path", metavar="DIR_OR_URL", help="folder or URL of WebDataset .tar / .tar.gz shards")
+
     return {
         "inspect": ("print a dataset's chunks, items and formats", inspect_args, lambda a: _inspect(a.path)),
+        "index": (
+            "write wds-index.json beside WebDataset tar shards, so readers need not scan them",
+            index_args,
+            lambda a: _index(a.path),
+        ),
         "verify": (
             "read and decode every sample; name every corrupt chunk",
             verify_args,

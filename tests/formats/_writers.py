@@ -88,3 +88,30 @@ def write_mds(out: str, n: int, compression: str | None = "zstd", hashes: list[s
             writer.write(make(i))
     with open(f"{out}/index.json") as f:
         return json.load(f)
+
+
+def wds_sample(i: int) -> dict[str, Any]:
+    rng = np.random.default_rng(3000 + i)
+    return {
+        "__key__": f"sample{i:05d}",
+        "jpg": _image(i),
+        "cls": i,
+        "json": {"id": i, "caption": f"caption {i}", "tags": ["x"] * (i % 3)},
+        "npy": rng.random((2, i % 4 + 1)).astype(np.float32),
+        "txt": f"text {i}",
+        "seg.png": _image(i + 7000, (6, 5)),
+        "raw.bin": bytes([i % 256]) * (i % 5),
+    }
+
+
+def write_wds(out: str, n: int, maxcount: int = 7, make=wds_sample) -> list[str]:
+    """Shards ``out/shard-%06d.tar`` written by webdataset's ShardWriter."""
+    import os
+
+    import webdataset as wds
+
+    os.makedirs(out, exist_ok=True)
+    with wds.ShardWriter(f"{out}/shard-%06d.tar", maxcount=maxcount, verbose=0) as sink:
+        for i in range(n):
+            sink.write(make(i))
+    return sorted(os.listdir(out))

@@ -11,7 +11,7 @@ from typing import Any
 
 # Importing a format registers it. Their detections exclude each other (LitData's 'chunks' index, its
 # ParquetLoader variant, MDS's 'shards' index, WebDataset tars without any index), so order does not matter.
-from lit_streaming.formats import litdata, mds  # noqa: E402
+from lit_streaming.formats import litdata, mds, wds  # noqa: E402
 from lit_streaming.formats.base import (
     FileAccess,
     FormatError,
@@ -81,6 +81,7 @@ def _is_description(item_loader: Any, format_name: str) -> bool:
 __all__ = [
     "litdata",
     "mds",
+    "wds",
     "FileAccess",
     "FormatError",
     "FormatSpec",
