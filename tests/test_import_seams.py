@@ -48,3 +48,9 @@ def test_package_import_is_lazy_and_every_name_resolves():
     assert set(lit_streaming.__all__) <= set(dir(lit_streaming))
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         lit_streaming.nope  # noqa: B018
+
+
+def test_submodules_resolve_as_attributes():
+    code = "import lit_streaming; print(lit_streaming.item_loaders.TokensLoader.__name__)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "TokensLoader", done.stderr[-2000:]

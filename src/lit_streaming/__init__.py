@@ -9,6 +9,7 @@ optimize, map`` gives the writer's operators, so a LitData script ports with one
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 # public name -> the module that defines it
@@ -57,6 +58,10 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
+        # ``lit_streaming.dataset`` after a bare ``import lit_streaming`` kept working when this file imported
+        # the submodules eagerly: import a submodule on first access too.
+        if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+            return importlib.import_module(f"{__name__}.{name}")
         raise AttributeError(f"module 'lit_streaming' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value  # later lookups skip this function

@@ -19,13 +19,14 @@ import random
 import shutil
 import tempfile
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import fsspec
 
 from lit_streaming.format.index import write_text_atomic
-from lit_streaming.storage.retry import call_with_retries
-from lit_streaming.storage.settings import StorageSettings
+
+if TYPE_CHECKING:  # imported where used: importing the writer must not load the read side's storage package
+    from lit_streaming.storage.settings import StorageSettings
 
 T = TypeVar("T")
 
@@ -40,7 +41,7 @@ class Output:
         settings: StorageSettings | None = None,
     ) -> None:
         url = os.fspath(url)
-        self.settings = settings or StorageSettings()
+        self._settings = settings
         self._rng = random.Random()
         self.is_local = "://" not in url or url.startswith("file://")
         self.storage_options = dict(storage_options or {})
@@ -66,7 +67,18 @@ class Output:
     def _remote(self, what: str, request: Callable[[], T], action: str = "read") -> T:
         """One remote request about ``what`` (a path), retried on transient failures; past the retry bound a
         ``DownloadError`` (an ``OSError``) naming the URL; a missing file is a ``FileNotFoundError``."""
+        from lit_streaming.storage.retry import call_with_retries
+
         return call_with_retries(request, f"{self.url} ({what})", self.settings, self._rng, action)
+
+    @property
+    def settings(self) -> StorageSettings:
+        """Retry settings; the storage package is loaded only once a remote request needs them."""
+        if self._settings is None:
+            from lit_streaming.storage.settings import StorageSettings
+
+            self._settings = StorageSettings()
+        return self._settings
 
     def path(self, name: str) -> str:
         return os.path.join(self.root, name) if self.is_local else posixpath.join(self.root, name)
