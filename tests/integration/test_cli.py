@@ -145,17 +145,17 @@ def test_console_script(in_workdir):
 # ---- dataset commands: --help, token datasets, one-line errors, no Lightning ---------------------------------
 
 
-@pytest.mark.parametrize("command", ["inspect", "verify"])
+@pytest.mark.parametrize("command", ["inspect", "verify", "index"])
 def test_every_dataset_command_has_help(command, capsys):
     assert main([command, "--help"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"usage: lit-streaming {command}") and "PATH_OR_URL" in out
+    assert out.startswith(f"usage: lit-streaming {command}") and "_OR_URL" in out
 
 
 def test_top_level_help_lists_every_command(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for command in ("fit", "validate", "test", "predict", "inspect", "verify"):
+    for command in ("fit", "validate", "test", "predict", "inspect", "verify", "index"):
         assert f"  {command} " in out
 
 
