@@ -46,6 +46,7 @@ test: lint
 
 bench: $(STAMP)
 	$(PY) -m bench.run
+	$(PY) -m bench.scale
 
 bench-small: $(STAMP)
 	$(PY) -m bench.run --small

@@ -90,3 +90,38 @@ def test_a_failing_cell_is_reported_not_raised(tmp_path):
     row = next(line for line in text.splitlines() if line.startswith("| P5"))
     assert "ERROR [1]" in row and "2.0 of 4.0 (50%)" in row and row.rstrip(" |").endswith("-")
     assert notes.items[0].startswith("P5 lit-streaming: error:")
+
+
+@pytest.mark.timeout(240)
+def test_bench_scale_small_runs_ours_and_litdata(tmp_path):
+    """P7's harness on a 300k-block sparse token dataset: every cell reports, none fails (no timing asserts)."""
+    rows_file = tmp_path / "scale.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.scale",
+            "--sizes",
+            "300000",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--out",
+            str(rows_file),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=230,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    rows = json.loads(rows_file.read_text())
+    assert {(r["lib"], r["workers"]) for r in rows} == {
+        ("ours", 0),
+        ("ours", 2),
+        ("litdata", 0),
+        ("litdata", 2),
+    }
+    for row in rows:
+        assert "error" not in row, row
+        assert row["samples"] == 300_000 and row["first_20_s"] > 0
+    assert "time ours/LitData" in proc.stdout

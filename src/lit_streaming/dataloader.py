@@ -201,6 +201,7 @@ class StreamingDataLoader(DataLoader):
             "batch_size": self.batch_size,
             "resume_chain": [list(seg) for seg in self.stream.resume_chain],
             "settings": self.stream.order_settings(),
+            "cache_windows": self.stream.fit_cache(world_size, self.num_workers),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -214,6 +215,14 @@ class StreamingDataLoader(DataLoader):
         if state["batch_size"] != self.batch_size:
             raise ResumeError(
                 f"Cannot resume: saved with batch_size={state['batch_size']}, loader has {self.batch_size}"
+            )
+        _, world_size = distributed.world()
+        windows = self.stream.fit_cache(world_size, self.num_workers)
+        if state["cache_windows"] != windows:
+            raise ResumeError(
+                f"Cannot resume: the cache budget gave shuffle windows of {state['cache_windows']} chunks when "
+                f"this state was saved and gives {windows} now (another max_cache_size, or another number of "
+                "ranks or workers on the machine); the sample order would differ"
             )
         self._pending = dict(state)
         self._iterator = None  # persistent workers restart with the restored plan

@@ -11,6 +11,7 @@ import copy
 import gc
 import hashlib
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -107,6 +108,8 @@ class StreamingDataset(Stream):
         self._chunks = OpenChunks(self._source, self._format, capacity=shuffle_window + 4)
         self._recorder: profiling.TraceRecorder | None = None
         self._geometry: sampling.ChunkGeometry | None = None
+        self._window: int | None = None  # the shuffle window the cache budget allows (fit_window)
+        self._window_warned: tuple[int, int] | None = None
 
     # ---- random access -------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -170,8 +173,28 @@ class StreamingDataset(Stream):
             world_size=world_size,
             rank=rank,
             batch_size=batch_size,
-            shuffle_window=self.shuffle_window,
+            shuffle_window=self._window or self.shuffle_window,
         )
+
+    def fit_window(self, readers: int) -> int:
+        """The shuffle window (and open-chunk limit) that ``readers`` readers of this dataset on one machine can
+        keep within ``max_cache_size``: the cache bound is hard, so mixing gives way (with one warning)."""
+        budget = self._source.chunks_per_reader(readers)
+        window = self.shuffle_window if budget is None else max(1, min(self.shuffle_window, budget))
+        if window < self.shuffle_window and (window, readers) != self._window_warned:
+            self._window_warned = (window, readers)
+            largest = max((shard.budget_bytes for shard in self._format.table.shards), default=0)
+            need = readers * self.shuffle_window * largest
+            warnings.warn(
+                f"{self.input_dir}: max_cache_size={self.max_cache_size} bytes holds {budget} chunks per reader "
+                f"for {readers} readers on this machine, so the shuffle window shrinks from {self.shuffle_window} "
+                f"to {window} chunks (each batch mixes samples of ~{window} chunks instead of "
+                f"~{self.shuffle_window}); max_cache_size of about {need} bytes (plus index.json) restores it",
+                stacklevel=2,
+            )
+        self._window = window
+        self._chunks.capacity = window if budget is not None else self.shuffle_window + 4
+        return window
 
     def order_settings(self) -> dict[str, Any]:
         return {

@@ -59,7 +59,7 @@ def check_state(state: Any) -> dict[str, Any]:
     """``state`` validated (a new dict); :class:`ResumeError` naming the first bad field otherwise."""
     if not isinstance(state, dict):
         raise ResumeError(f"Malformed loader state: expected a dict, got {type(state).__name__}")
-    for key in (*_FIELDS, "resume_chain", "settings"):
+    for key in (*_FIELDS, "resume_chain", "settings", "cache_windows"):
         if key not in state:
             raise ResumeError(f"Malformed loader state: missing `{key}`")
     version = state["version"]
@@ -83,6 +83,9 @@ def check_state(state: Any) -> dict[str, Any]:
             f"Malformed loader state: `consumed` ({out['consumed']}) exceeds `epoch_length` ({out['epoch_length']})"
         )
     out["resume_chain"] = _chain(state["resume_chain"])
+    windows = state["cache_windows"]
+    if not isinstance(windows, list) or not all(type(w) is int and w >= 1 for w in windows):
+        raise ResumeError(f"Malformed loader state: `cache_windows` must be a list of ints >= 1, got {windows!r}")
     if not isinstance(state["settings"], dict):
         raise ResumeError(
             f"Malformed loader state: `settings` must be a dict, got {type(state['settings']).__name__}"

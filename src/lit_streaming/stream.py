@@ -9,6 +9,7 @@ abstract methods and gets exactly-once sharding, the worker split, elastic resum
 from __future__ import annotations
 
 import copy
+import os
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -141,8 +142,17 @@ class Stream(IterableDataset, ABC):
         for leaf, chunk_lists in runs.items():
             leaves[leaf].prefetch_chunks(sampling.first_use_order(chunk_lists))
 
+    def fit_cache(self, world_size: int, num_workers: int) -> list[int]:
+        """Size every leaf's shuffle window to what its cache budget holds for the readers on this machine (the
+        ranks on the node times their workers); returns the windows, which fix the order (a resume compares
+        them)."""
+        local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+        readers = max(1, local_ranks) * max(1, num_workers)
+        return [leaf.fit_window(readers) for leaf in self.leaves()]
+
     def __iter__(self) -> Iterator[Any]:
         ctx = self._control.current()
+        self.fit_cache(ctx.world_size, ctx.num_workers)
         plan = self.plan(ctx.epoch, ctx.world_size, ctx.rank, ctx.batch_size)
         self.prefetch(plan, min(ctx.start, plan.length), plan.length)
         batches = sampling.worker_batches(
