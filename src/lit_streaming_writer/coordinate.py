@@ -7,6 +7,12 @@ second. That single collective gives rank 0 the progress of every worker on ever
 tells every rank within one beat that another failed (they stop), and ends once every rank is done. A rank
 that dies closes its gloo connections, which the others notice at once; every collective is bounded by the
 group's timeout. With a single rank there is no group and the same steps run in-process.
+
+A rank that is alive but stuck (``fn`` hung on one input) would keep the heartbeat going forever, so the write
+step runs in a thread of its own and the rank watches it: after ``stall_timeout`` seconds without progress (no
+input finished or started) the rank reports a ``WorkerError`` naming the input and the job stops. The stuck
+thread cannot be killed from Python; it is a daemon thread, gone when the worker process ends (with a single
+in-process worker it lingers in the calling process until ``fn`` returns, and its result is dropped).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from lit_streaming_writer.errors import WorkerError
+from lit_streaming_writer.errors import WorkerError, describe_input
 
 _BEAT_SECONDS = 0.25
 Outcome = tuple[str, Any]  # ("ok", value) or ("error", exception)
@@ -34,13 +40,26 @@ class Progress:
         self.done = 0
         self.stop = threading.Event()
         self._bar = bar
+        self.current: tuple[int, Any] | None = None  # (index, input) the step works on, when it says
+        self.last_change = time.monotonic()
 
     def advance(self, n: int = 1) -> None:
         self.done += n
+        self.last_change = time.monotonic()
         if self._bar is not None:
             self._bar.update(n)
         if self.stop.is_set():
             raise Stopped
+
+    def working_on(self, index: int, item: Any) -> None:
+        """The step starts on input ``index``: named if it then makes no progress for ``stall_timeout``."""
+        self.current = (index, item)
+        self.last_change = time.monotonic()
+        if self.stop.is_set():
+            raise Stopped
+
+    def idle_for(self) -> float:
+        return time.monotonic() - self.last_change
 
 
 class Stopped(Exception):
@@ -97,8 +116,9 @@ class _Heartbeat(threading.Thread):
             self.progress.stop.set()
 
 
-def run_rank(job: Job, rank: int, world_size: int, group: Any) -> Outcome:
-    """Run this rank's part of ``job``. Every rank returns the same outcome, unless a rank died."""
+def run_rank(job: Job, rank: int, world_size: int, group: Any, stall_timeout: float | None = None) -> Outcome:
+    """Run this rank's part of ``job``. Every rank returns the same outcome, unless a rank died.
+    ``stall_timeout``: the longest the write step may go without progress (see the module docstring)."""
     bar = None
     try:
         plan = _broadcast(_attempt(job.prepare, world_size) if rank == 0 else None, group)
@@ -106,7 +126,7 @@ def run_rank(job: Job, rank: int, world_size: int, group: Any) -> Outcome:
             return plan
         if rank == 0 and getattr(job, "verbose", True):  # once every rank is up: its rate measures the work
             bar = tqdm(total=job.total, desc=job.desc, unit="input", smoothing=0.1)
-        status = _write(job, rank, world_size, plan[1], group, bar)
+        status = _write(job, rank, world_size, plan[1], group, bar, stall_timeout)
         if status[0] == "lost":
             return "error", status[1]
         statuses = _gather(status, rank, world_size, group)
@@ -123,17 +143,20 @@ def run_rank(job: Job, rank: int, world_size: int, group: Any) -> Outcome:
             bar.close()
 
 
-def _write(job: Job, rank: int, world_size: int, plan: Any, group: Any, bar: tqdm | None) -> Outcome:
+def _write(
+    job: Job,
+    rank: int,
+    world_size: int,
+    plan: Any,
+    group: Any,
+    bar: tqdm | None,
+    stall_timeout: float | None = None,
+) -> Outcome:
     progress = Progress(bar if group is None else None)
     beat = _Heartbeat(group, world_size, progress, bar) if group is not None else None
     if beat is not None:
         beat.start()
-    try:
-        status: Outcome = ("ok", job.run(rank, world_size, plan, progress))
-    except Stopped:
-        status = ("stopped", None)
-    except Exception as err:
-        status = ("error", _worker_error(rank, err))
+    status = _run_watched(job, rank, world_size, plan, progress, stall_timeout)
     if beat is None:
         return status
     beat.finish(failed=status[0] == "error")
@@ -141,6 +164,50 @@ def _write(job: Job, rank: int, world_size: int, plan: Any, group: Any, bar: tqd
     if beat.error is None:
         return status
     return "lost", status[1] if status[0] == "error" else _lost_contact(rank, beat.error)
+
+
+def _run_watched(
+    job: Job, rank: int, world_size: int, plan: Any, progress: Progress, stall_timeout: float | None
+) -> Outcome:
+    """``job.run`` in a daemon thread, abandoned with a ``WorkerError`` once it makes no progress for
+    ``stall_timeout`` seconds."""
+    box: list[Outcome] = []
+
+    def step() -> None:
+        try:
+            box.append(("ok", job.run(rank, world_size, plan, progress)))
+        except Stopped:
+            box.append(("stopped", None))
+        except Exception as err:
+            box.append(("error", _worker_error(rank, err)))
+        except (
+            BaseException
+        ) as err:  # KeyboardInterrupt/SystemExit raised inside fn: still this rank's failure
+            box.append(("error", _worker_error(rank, err)))
+
+    thread = threading.Thread(target=step, name=f"lit-streaming-writer-rank-{rank}", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(_BEAT_SECONDS)
+        if stall_timeout is not None and thread.is_alive() and progress.idle_for() > stall_timeout:
+            progress.stop.set()  # should fn ever return, the step stops at its next input
+            return "error", _stalled(rank, progress, stall_timeout)
+    return box[0]
+
+
+def _stalled(rank: int, progress: Progress, stall_timeout: float) -> WorkerError:
+    if progress.current is None:
+        where, index = "its current input", None
+    else:
+        index = progress.current[0]
+        where = describe_input(index, progress.current[1])
+    return WorkerError(
+        f"Worker {rank} made no progress for {stall_timeout:g}s (the timeout): fn is still running on {where}. "
+        "The job was stopped and no index was published; fix or skip that input and rerun the same call to "
+        "resume, or pass a larger timeout.",
+        rank,
+        index,
+    )
 
 
 def _lost_contact(rank: int, err: BaseException) -> WorkerError:

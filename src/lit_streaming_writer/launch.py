@@ -70,15 +70,15 @@ def run(
     if world is not None:
         _check_world_matches(world, num_workers, num_nodes)
         if world.size == 1:
-            return _unwrap(run_rank(job, 0, 1, None))
+            return _unwrap(run_rank(job, 0, 1, None, stall_timeout=timeout))
         with _gloo_group(world, timeout) as group:
-            return _unwrap(run_rank(job, world.rank, world.size, group))
+            return _unwrap(run_rank(job, world.rank, world.size, group, stall_timeout=timeout))
     nodes = num_nodes or 1
     workers = num_workers or default_num_workers()
     if nodes == 1 and job.total is not None:
         workers = max(1, min(workers, job.total))
     if workers * nodes == 1:
-        return _unwrap(run_rank(job, 0, 1, None))
+        return _unwrap(run_rank(job, 0, 1, None, stall_timeout=timeout))
     return _unwrap(_launch(job, workers, nodes, timeout, start_method or "fork"))
 
 
@@ -198,7 +198,7 @@ def _launch(job: Job, workers: int, nodes: int, timeout: float, start_method: st
 def _launched_rank(fabric: Any, job: Job, timeout: float) -> Outcome:
     world = _World(fabric.global_rank, fabric.world_size, None)
     with _gloo_group(world, timeout) as group:
-        return run_rank(job, world.rank, world.size, group)
+        return run_rank(job, world.rank, world.size, group, stall_timeout=timeout)
 
 
 @contextmanager

@@ -134,6 +134,7 @@ class _MapJob:
         try:
             progress.advance(first - start)
             for i, item in self.work.source.items(first, end):
+                progress.working_on(i, item)  # named in the error if fn hangs on it past the timeout
                 if "is_last" in self.keywords:
                     kwargs["is_last"] = i == end - 1
                 try:

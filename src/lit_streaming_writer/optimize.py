@@ -240,6 +240,7 @@ class _OptimizeJob:
             progress.advance(next_input - start)
             last = next_input
             for i, item in self.work.source.items(next_input, end):
+                progress.working_on(i, item)  # named in the error if fn hangs on it past the timeout
                 self._write_input(shard, i, item, next_sample if i == next_input else 0)
                 progress.advance()
                 last = i + 1

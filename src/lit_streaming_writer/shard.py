@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,6 +38,7 @@ class ShardWriter:
         uploaders: int | None = None,
     ) -> None:
         self.out = out
+        self.rank = rank
         self.checkpointer = checkpointer
         self.chunks: list[ChunkEntry] = []
         # Remote outputs: chunks upload on ``uploaders`` threads (LitData's num_uploaders, default 1) while the
@@ -88,7 +90,15 @@ class ShardWriter:
         self.writer.flush()
         self._publish(before)
         self._save((end, 0))
+        self._remove_stale_temp_files()
         return DatasetIndex(chunks=list(self.chunks), config=self.writer.config())
+
+    def _remove_stale_temp_files(self) -> None:
+        """Temp files of this rank's checkpoint writes that a killed earlier run left behind
+        (``{rank}.index.json.tmp-<pid>``): the final checkpoint is published, so none of them is needed, and
+        nothing else would ever delete them from the finished dataset."""
+        stale = re.compile(rf"^{self.rank}\.index\.json\.tmp-\d+$")
+        self.out.remove([name for name in self.out.names() if stale.match(name)])
 
     def cleanup(self) -> None:
         if self._pool is not None:

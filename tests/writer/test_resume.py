@@ -76,3 +76,51 @@ def test_whole_job_killed_then_rerun(tmp_path):
 
 def _each_rank_did(seen: dict[int, int], n: int) -> bool:
     return sum(i < 300 for i in seen) >= n and sum(i >= 300 for i in seen) >= n
+
+
+# ---- a hung fn (issue 12 item 9): ``timeout`` bounds the time a worker makes no progress -----------------------
+def hang_at(i: int, at: int, release: str) -> dict:
+    """``sample(i)``, except that input ``at`` blocks until the file ``release`` exists (at most 120 s)."""
+    if i == at:
+        deadline = time.monotonic() + 120
+        while not os.path.exists(release) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    return sample(i)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_hung_fn_fails_the_job_naming_the_input(tmp_path, workers):
+    release = tmp_path / "release"
+    fn = functools.partial(hang_at, at=13, release=str(release))
+    timeout = 3.0 if workers == 1 else 10.0  # launched workers must also meet within it
+    start = time.monotonic()
+    try:
+        with pytest.raises(
+            WorkerError, match=r"made no progress for \d+s \(the timeout\).*input #13 \(13\)"
+        ) as info:
+            optimize(fn, range(20), str(tmp_path / "out"), chunk_size=2, num_workers=workers, timeout=timeout)
+        assert time.monotonic() - start < timeout + 30
+        assert info.value.index == 13
+        assert not (tmp_path / "out" / "index.json").exists()
+    finally:
+        release.touch()  # let the abandoned call return
+    optimize(sample, range(20), str(tmp_path / "out"), chunk_size=2, num_workers=workers)  # rerun resumes
+    assert read_samples(tmp_path / "out") == [sample(i) for i in range(20)]
+
+
+def test_slow_inputs_that_keep_progressing_are_not_a_stall(tmp_path):
+    fn = functools.partial(slow_sample, log=str(tmp_path / "log"))
+    optimize(fn, range(40), str(tmp_path / "out"), chunk_size=5, num_workers=1, timeout=1.0)
+    assert read_samples(tmp_path / "out") == [sample(i) for i in range(40)]
+
+
+def test_a_killed_checkpoint_write_leaves_no_temp_file_in_the_finished_dataset(tmp_path):
+    out = tmp_path / "out"
+    fn = functools.partial(kill_once, at=15, marker=str(tmp_path / "killed"), log=str(tmp_path / "log"))
+    with pytest.raises(WorkerError):
+        optimize(fn, range(20), str(out), chunk_size=2, num_workers=2)
+    (out / "1.index.json.tmp-4242").write_text('{"half": ')  # a checkpoint write killed midway
+    (out / "0.index.json.tmp-99").write_text("")
+    optimize(fn, range(20), str(out), chunk_size=2, num_workers=2)
+    assert read_samples(out) == [sample(i) for i in range(20)]
+    assert sorted(os.listdir(out)) == sorted([*chunk_files(out), "index.json"])
