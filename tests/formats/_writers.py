@@ -115,3 +115,37 @@ def write_wds(out: str, n: int, maxcount: int = 7, make=wds_sample) -> list[str]
         for i in range(n):
             sink.write(make(i))
     return sorted(os.listdir(out))
+
+
+def parquet_row(i: int) -> dict[str, Any]:
+    return {
+        "id": i,
+        "text": f"row {i}",
+        "score": i / 3,
+        "tags": ["t"] * (i % 3),
+        "blob": bytes([i % 256]) * (i % 4),
+        "point": {"x": i, "y": -i},
+    }
+
+
+def write_parquet(out: str, files: int, rows_per_file: int, row_group_size: int) -> list[dict[str, Any]]:
+    """``files`` .parquet files (several row groups each), indexed by LitData's own index_parquet_dataset
+    (in a subprocess, as LitData's helpers may change process-wide settings); returns every row in order."""
+    import os
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    os.makedirs(out, exist_ok=True)
+    rows = []
+    for f in range(files):
+        chunk = [parquet_row(f * rows_per_file + r) for r in range(rows_per_file)]
+        pq.write_table(
+            pa.Table.from_pylist(chunk), f"{out}/part-{f:03d}.parquet", row_group_size=row_group_size
+        )
+        rows.extend(chunk)
+    code = "import sys, litdata; litdata.index_parquet_dataset(sys.argv[1], num_workers=1)"
+    subprocess.run([sys.executable, "-c", code, out], check=True, capture_output=True, timeout=120)
+    return rows

@@ -11,7 +11,7 @@ from typing import Any
 
 # Importing a format registers it. Their detections exclude each other (LitData's 'chunks' index, its
 # ParquetLoader variant, MDS's 'shards' index, WebDataset tars without any index), so order does not matter.
-from lit_streaming.formats import litdata, mds, wds  # noqa: E402
+from lit_streaming.formats import litdata, mds, parquet, wds  # noqa: E402
 from lit_streaming.formats.base import (
     FileAccess,
     FormatError,
@@ -75,12 +75,13 @@ def open_dataset(
 
 def _is_description(item_loader: Any, format_name: str) -> bool:
     """LitData's Parquet index names its loader; a ``ParquetLoader``-named object is accepted for it."""
-    return format_name == "parquet" and type(item_loader).__name__ == "ParquetLoader"
+    return format_name == parquet.NAME and type(item_loader).__name__ == "ParquetLoader"
 
 
 __all__ = [
     "litdata",
     "mds",
+    "parquet",
     "wds",
     "FileAccess",
     "FormatError",
