@@ -23,7 +23,7 @@ from _storage_support import (  # noqa: E402
 )
 
 from lit_streaming import StreamingDataset  # noqa: E402
-from lit_streaming.storage import ChunkIntegrityError  # noqa: E402
+from lit_streaming.storage import CacheFullError, ChunkIntegrityError, open_source  # noqa: E402
 
 
 @pytest.fixture()
@@ -146,3 +146,65 @@ def test_storage_options_belong_to_each_dataset(s3_server, s3_bucket, tmp_path):
         assert [s["tag"] for s in proxied] + [s["tag"] for s in direct] == ["proxied"] * 8 + ["direct"] * 8
     paths = {path for _, path in counter.requests}
     assert any("/proxied/" in p for p in paths) and not any("/direct/" in p for p in paths)
+
+
+# ---- the hard bound (issue 12 item 1, storage half) ------------------------------------------------------------
+def _read_holding(source, order: list[int], capacity: int, errors) -> None:
+    """A reader as the dataset will be: at most ``capacity`` chunks open, the oldest released first."""
+    try:
+        index = source.read_index() if source.cache_path is None else None
+        held: list[int] = []
+        source.prefetch(order)
+        for k in order:
+            while len(held) >= capacity:
+                source.release(held.pop(0))
+            with open(source.chunk_path(k, None if index is None else index.chunks[k]), "rb") as f:
+                f.read(1)
+            held.append(k)
+    except BaseException as err:  # reported to the parent through the queue
+        errors.put(f"{type(err).__name__}: {err}")
+        raise
+
+
+def test_readers_holding_what_chunks_per_reader_allows_never_exceed_the_bound(s3_bucket, tmp_path):
+    import multiprocessing
+    import random
+
+    bucket, options = s3_bucket
+    local = write_dataset(tmp_path / "big", n=80, chunk_size=2, size=20000)  # 40 chunks of ~40 KB
+    upload(local, f"{bucket}/big", options)
+    chunk = max((local / name).stat().st_size for name in chunk_names(local))
+    limit = tree_bytes(str(local)) // 5
+    cache = str(tmp_path / "cache")
+    source = open_source(f"{bucket}/big", cache, options, limit)
+    source.read_index()
+    capacity = source.chunks_per_reader(2)
+    assert capacity == (limit - (local / "index.json").stat().st_size) // (2 * chunk) and capacity >= 2
+    assert source.chunks_per_reader(2, chunk_bytes=chunk // 2) >= 2 * capacity
+    ctx = multiprocessing.get_context("fork")
+    errors = ctx.Queue()
+    orders = [random.Random(seed).sample(range(40), 40) for seed in (1, 2)]
+    readers = [ctx.Process(target=_read_holding, args=(source, order, capacity, errors)) for order in orders]
+    with CacheMonitor(cache, entry=source.cache_path) as monitor:
+        for reader in readers:
+            reader.start()
+        for reader in readers:
+            reader.join(timeout=120)
+    assert [r.exitcode for r in readers] == [0, 0], errors.get(timeout=1) if not errors.empty() else ""
+    assert monitor.samples > 10
+    assert monitor.peak <= limit + chunk  # the bound, plus the one chunk a blocked reader may bring in
+
+
+def test_pins_beyond_the_budget_fail_loudly_instead_of_growing_the_cache(s3_bucket, tmp_path):
+    bucket, options = s3_bucket
+    local = write_dataset(tmp_path / "big", n=40, chunk_size=2, size=20000)
+    upload(local, f"{bucket}/big", options)
+    chunk = max((local / name).stat().st_size for name in chunk_names(local))
+    limit = (local / "index.json").stat().st_size + 3 * chunk
+    source = open_source(f"{bucket}/big", str(tmp_path / "cache"), options, limit)
+    index = source.read_index()
+    for k in range(4):  # 3 fit, the 4th one past the bound while within it
+        source.chunk_path(k, index.chunks[k])
+    with pytest.raises(CacheFullError, match=r"is full: max_cache_size=\d+ bytes.*pinned by this reader"):
+        source.chunk_path(4, index.chunks[4])
+    assert tree_bytes(source.cache_path) <= limit + chunk
