@@ -25,6 +25,10 @@ from lit_streaming.format.serializers import (
 )
 
 _VIEW_FORMATS = ("no_header_numpy", "numpy", "no_header_tensor", "tensor")
+# LitData 0.2.76 with pyarrow installed writes chunks of JSON-only dict samples as the usual header with
+# empty items, followed by an Arrow IPC file of the rows, its u32 length and this magic.
+_ARROW_FOOTER_MAGIC = b"LDARW01\0"
+_ARROW_WINDOW = 256
 # What a damaged leaf raises while it is decoded (PIL's OSError, UTF-8 and numpy size errors are ValueErrors,
 # truncated struct/pickle payloads, torchvision's RuntimeError); each becomes a CorruptChunkError naming it.
 _DECODE_ERRORS = (ValueError, OSError, struct.error, EOFError, RuntimeError, IndexError, KeyError, TypeError)
@@ -123,9 +127,10 @@ class PyTreeLoader(ItemLoader):
         return entry.chunk_size
 
     def load(self, view: ChunkView, local_index: int) -> Any:
-        leaves = split_pytree_item(
-            view.item(local_index), len(self._pairs), f"{view.name} item {local_index}"
-        )
+        payload = view.item(local_index)
+        if not payload and self._pairs:
+            return self._arrow_row(view, local_index)
+        leaves = split_pytree_item(payload, len(self._pairs), f"{view.name} item {local_index}")
         try:
             values = [
                 ser.deserialize(data, fmt) for data, (ser, fmt) in zip(leaves, self._pairs, strict=False)
@@ -137,6 +142,18 @@ class PyTreeLoader(ItemLoader):
         if self._spec is None:
             return values[0] if len(values) == 1 else values
         return pytree.unflatten(values, self._spec)
+
+    def _arrow_row(self, view: ChunkView, local_index: int) -> Any:
+        """A row of a chunk whose samples live in LitData's Arrow footer (its items are empty)."""
+        rows = getattr(self, "_arrow", None)
+        if rows is None or rows.view is not view:
+            rows = self._arrow = _ArrowRows(view)
+        return rows.row(local_index)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_arrow", None)  # bound to one open chunk of one process
+        return state
 
     def _leaf_error(self, view: ChunkView, local_index: int, leaves: list[memoryview]) -> Exception:
         """Find the leaf that fails (decoding again, leaf by leaf) and describe it: dataset, chunk, item, leaf."""
@@ -150,6 +167,48 @@ class PyTreeLoader(ItemLoader):
                     return PickleNotAllowedError(f"{where}: {err}")
                 return CorruptChunkError(f"{where} cannot be decoded: {type(err).__name__}: {err}")
         return CorruptChunkError(f"{view.name} item {local_index} cannot be decoded")
+
+
+class _ArrowRows:
+    """The rows of one chunk stored as LitData's Arrow IPC footer, converted to dicts a window at a time."""
+
+    def __init__(self, view: ChunkView) -> None:
+        self.view = view
+        buffer = view.buffer
+        if len(buffer) < 12 or bytes(buffer[-8:]) != _ARROW_FOOTER_MAGIC:
+            raise CorruptChunkError(f"{view.name}: its items are empty and it has no Arrow row footer")
+        (size,) = struct.unpack_from("<I", buffer, len(buffer) - 12)
+        start = len(buffer) - 12 - size
+        if size == 0 or start < int(view.offsets[-1]):
+            raise CorruptChunkError(f"{view.name}: Arrow row footer of {size} bytes does not fit the chunk")
+        try:
+            import pyarrow as pa
+        except ImportError as err:
+            raise ModuleNotFoundError(
+                f"{view.name} stores its rows as an Arrow table (LitData writes JSON-only samples that way when "
+                "pyarrow is installed); reading it needs pyarrow: pip install 'lit-streaming[parquet]'"
+            ) from err
+        ipc = pa.py_buffer(buffer[start : start + size])
+        try:
+            opened = (
+                pa.ipc.open_file(ipc)
+                if bytes(buffer[start : start + 6]) == b"ARROW1"
+                else pa.ipc.open_stream(ipc)
+            )
+            self.table = opened.read_all()
+        except (pa.ArrowInvalid, OSError, ValueError) as err:
+            raise CorruptChunkError(f"{view.name}: Arrow row footer cannot be read: {err}") from err
+        if self.table.num_rows != view.num_items:
+            raise CorruptChunkError(
+                f"{view.name}: Arrow row footer has {self.table.num_rows} rows for {view.num_items} items"
+            )
+        self.start, self.rows = 0, []
+
+    def row(self, j: int) -> dict[str, Any]:
+        if not self.start <= j < self.start + len(self.rows):
+            self.start = j - j % _ARROW_WINDOW
+            self.rows = self.table.slice(self.start, _ARROW_WINDOW).to_pylist()
+        return self.rows[j - self.start]
 
 
 class TokensLoader(ItemLoader):
