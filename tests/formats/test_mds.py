@@ -219,3 +219,12 @@ def test_resumes_mid_epoch(mds_dir):
 def test_mixes_with_a_litdata_dataset(mds_dir, litdata_dir):
     other = StreamingDataset(litdata_dir, shuffle=True)
     check_mixed(_make(mds_dir), N, other, {10_000 + i for i in range(OTHER_N)})
+
+
+def test_a_litdata_item_loader_is_refused_for_another_format(mds_dir):
+    from lit_streaming.item_loaders import TokensLoader
+
+    with pytest.raises(
+        ValueError, match=r"is a mds dataset: item_loader=TokensLoader reads LitData chunks only"
+    ):
+        StreamingDataset(mds_dir, item_loader=TokensLoader(4))
