@@ -77,7 +77,9 @@ def test_predict_through_rebuilt_loader(data, tmp_path, workers):
     predictions = trainer.predict(Predictor(str(tmp_path / "ids")), datamodule=dm)
     used = trainer.predict_dataloaders
     assert isinstance(used, StreamingDataLoader) and used is not dm.returned  # Lightning re-instantiated it
-    assert used.batch_size == 4 and used.num_workers == workers and used.dataset is dm.datasets["predict"]
+    assert used.batch_size == 4 and used.num_workers == workers
+    # the loader streams its own copy of the DataModule's dataset (loaders never mutate or share a dataset)
+    assert used.dataset.order_settings() == dm.datasets["predict"].order_settings()
     assert [i for p in predictions for i in p.tolist()] == list(range(N))  # in order, each once
 
 

@@ -46,7 +46,7 @@ def _quiet():
 @dataclass(frozen=True)
 class Case:
     workers: int = 0
-    combined: bool = False  # a weighted mix of two datasets (CombinedStreamingDataset)
+    combined: bool = False  # a mix of two datasets (CombinedStreamingDataset; weighted when not mix_all)
     mix_all: bool = True  # iterate_over_all; False: each epoch's draw stops when a dataset runs out
     seed: int = 7
     persistent: bool = False
@@ -99,7 +99,9 @@ def _datamodule(data, case: Case) -> StreamingDataModule:
         batch_size=BATCH,
         num_workers=case.workers,
         persistent_workers=case.persistent,
-        weights=[0.6, 0.4] if case.combined else None,
+        weights=[0.6, 0.4]
+        if case.combined and not case.mix_all
+        else None,  # weights need iterate_over_all=False
         iterate_over_all=case.mix_all,
         seed=case.seed,
     )
