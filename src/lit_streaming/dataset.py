@@ -10,16 +10,17 @@ import contextlib
 import copy
 import gc
 import hashlib
+import operator
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
+from lit_streaming import dataset_compat as compat
 from lit_streaming import profiling, sampling
 from lit_streaming.chunks import OpenChunks
-from lit_streaming.format.units import parse_size
 from lit_streaming.formats import open_dataset
 from lit_streaming.item_loaders import ItemLoader
 from lit_streaming.storage import open_source
@@ -76,27 +77,57 @@ class StreamingDataset(Stream):
         max_cache_size: int | str = "100GB",
         subsample: float = 1.0,
         storage_options: dict[str, Any] | None = None,
-        transform: Callable[[Any], Any] | None = None,
+        transform: Callable[[Any], Any] | Sequence[Callable[[Any], Any]] | None = None,
         allow_pickle: bool = False,
         shuffle_window: int = sampling.DEFAULT_SHUFFLE_WINDOW,
         format: str | None = None,
+        *,
+        serializers: dict[str, Any] | None = None,
+        encryption: Any = None,
+        session_options: dict[str, Any] | None = None,
+        max_pre_download: int | None = None,
+        index_path: str | os.PathLike | None = None,
+        force_override_state_dict: bool = False,
+        num_canonical_nodes: int | None = None,
+        batch_decode: int | str | bool = "auto",
+        item_shuffle_window: int | str | None = None,
+        window_direct_io: bool = False,
     ) -> None:
         if not isinstance(shuffle_window, int) or shuffle_window < 1:
             raise ValueError(f"`shuffle_window` must be a positive int (chunks), got {shuffle_window!r}")
+        compat.check_unsupported(serializers, encryption, window_direct_io)
+        compat.check_tuning(num_canonical_nodes, batch_decode, item_shuffle_window, force_override_state_dict)
         super().__init__()
         self.input_dir = os.fspath(input_dir)
         self.cache_dir = cache_dir
         self.shuffle = bool(shuffle)
         self.drop_last = drop_last
         self.seed = int(seed)
-        self.max_cache_size = parse_size(max_cache_size, "max_cache_size")
+        self.max_cache_size = compat.cache_budget(max_cache_size, cache_dir)
         self.subsample = float(subsample)
-        self.storage_options = storage_options
-        self.transform = transform
+        self.storage_options = compat.merge_session_options(storage_options, session_options)
+        self.session_options = session_options
+        self.max_pre_download = max_pre_download
+        self.index_path = index_path
+        self.force_override_state_dict = bool(force_override_state_dict)
+        self.num_canonical_nodes = num_canonical_nodes
+        self.batch_decode = batch_decode
+        self.item_shuffle_window = item_shuffle_window
+        if transform is not None:
+            # An instance attribute only when given: otherwise a subclass's ``transform`` method is what runs.
+            self.transform = compat.transform_list(transform)
         self.allow_pickle = allow_pickle
         self.shuffle_window = shuffle_window
 
-        self._source = open_source(self.input_dir, cache_dir, storage_options, self.max_cache_size)
+        self._source = open_source(
+            self.input_dir,
+            cache_dir,
+            self.storage_options,
+            self.max_cache_size,
+            compat.storage_settings(max_pre_download),
+        )
+        if index_path is not None:
+            self._source = compat.IndexOverride(self._source, index_path, self.storage_options)
         with _collector_paused():
             self._format = open_dataset(self._source, format, item_loader, allow_pickle)
         self._index = self._format.index
@@ -105,6 +136,10 @@ class StreamingDataset(Stream):
         self._chunk_offsets = np.concatenate([[0], np.cumsum(self.chunk_lengths)])
         self.num_samples = int(self._chunk_offsets[-1])
         self._epoch_samples = sampling.subsample_count(self.num_samples, self.subsample)
+        # The samples this dataset holds, as pieces (storage chunk, first item, end item) in its own order; None
+        # for the whole dataset. ``subset``/``train_test_split`` set it (see splits.py): O(pieces), not O(samples).
+        self._pieces: np.ndarray | None = None
+        self._piece_offsets = self._chunk_offsets
         self._chunks = OpenChunks(self._source, self._format, capacity=shuffle_window + 4)
         self._recorder: profiling.TraceRecorder | None = None
         self._geometry: sampling.ChunkGeometry | None = None
@@ -116,25 +151,48 @@ class StreamingDataset(Stream):
         """Samples in one epoch of the whole dataset (after ``subsample``)."""
         return self._epoch_samples
 
-    def __getitem__(self, index: int) -> Any:
-        """Sample ``index`` of the stored dataset (0 <= index < num_samples), transformed; iteration reads
-        through this too."""
-        sample = self.read_sample(int(index))
-        return self.transform(sample) if self.transform is not None else sample
+    #: LitData's attribute: None, or the list of callables given as ``transform=``. A subclass may define a
+    #: ``transform(self, sample)`` method instead; it runs on every sample, as in LitData.
+    transform: Any = None
+
+    def __getitem__(self, index: int | slice) -> Any:
+        """Sample ``index`` (0 <= index < num_samples) with the transforms applied; iteration reads through this
+        too. A slice gives a list of samples (``ds[a:b]``, ``ds[:]``), as LitData does, each transformed."""
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self.num_samples))]
+        if isinstance(index, str):
+            raise TypeError(f"{type(self).__name__} indices are ints or slices, got the key {index!r}")
+        return self.apply_transform(self.read_sample(operator.index(index)))
+
+    def apply_transform(self, sample: Any) -> Any:
+        """``transform`` applied to ``sample``: each callable of the list in order, or the subclass's method."""
+        transform = self.transform
+        if transform is None:
+            return sample
+        if isinstance(transform, list):
+            for fn in transform:
+                sample = fn(sample)
+            return sample
+        return transform(sample)
 
     def read_sample(self, index: int) -> Any:
+        """Sample ``index`` as stored (no transform)."""
         if not 0 <= index < self.num_samples:
             raise IndexError(
                 f"Index {index} out of range for dataset {self.input_dir} of {self.num_samples} samples"
             )
-        k = int(np.searchsorted(self._chunk_offsets, index, side="right")) - 1
+        p = int(np.searchsorted(self._piece_offsets, index, side="right")) - 1
+        if self._pieces is None:
+            k, item = p, index - int(self._piece_offsets[p])
+        else:
+            k, item = int(self._pieces[p, 0]), int(self._pieces[p, 1]) + index - int(self._piece_offsets[p])
         recorder = self._recorder
         if recorder is None:
-            return self.item_loader.load(self._chunks.get(k), index - int(self._chunk_offsets[k]))
+            return self.item_loader.load(self._chunks.get(k), item)
         t0 = profiling.now_us()
         view = self._chunks.get(k)
         t1 = profiling.now_us()
-        sample = self.item_loader.load(view, index - int(self._chunk_offsets[k]))
+        sample = self.item_loader.load(view, item)
         t2 = profiling.now_us()
         recorder.span("fetch", "io", t0, t1, chunk=k)
         recorder.span("decode", "decode", t1, t2, sample=index)
@@ -154,10 +212,43 @@ class StreamingDataset(Stream):
 
     @property
     def geometry(self) -> sampling.ChunkGeometry:
-        """Items and epoch ids per chunk (the subsample draw, made once per process)."""
+        """Items and epoch ids per chunk (the subsample draw, made once per process). A subset's plan is over
+        its pieces: plan keys are the subset's own indices, so iteration and ``ds[i]`` agree."""
         if self._geometry is None:
-            self._geometry = sampling.dataset_geometry(self.chunk_lengths, self.subsample, self.seed)
+            lengths = self.chunk_lengths if self._pieces is None else np.diff(self._piece_offsets)
+            self._geometry = sampling.dataset_geometry(lengths, self.subsample, self.seed)
         return self._geometry
+
+    def subset(self, indices: Sequence[int] | slice) -> StreamingDataset:
+        """A copy holding only samples ``indices`` of this dataset (in that order), as LitData's ``subset``.
+
+        The copy streams, shuffles, shards and resumes on its own; ``ds.subset(...)[j]`` is ``ds[indices[j]]``.
+        Runs of consecutive indices are stored as one piece each, so a slice costs O(chunks) whatever its size.
+        """
+        from lit_streaming import splits
+
+        return self.with_pieces(splits.pieces_of(self.pieces(), indices))
+
+    def pieces(self) -> np.ndarray:
+        """This dataset's samples as (storage chunk, first item, end item) rows, in its index order."""
+        if self._pieces is not None:
+            return self._pieces
+        lengths = np.asarray(self.chunk_lengths, dtype=np.int64)
+        return np.stack([np.arange(lengths.size, dtype=np.int64), np.zeros_like(lengths), lengths], axis=1)
+
+    def with_pieces(self, pieces: np.ndarray) -> StreamingDataset:
+        """A copy of this dataset restricted to ``pieces`` (see :meth:`pieces`); its own iteration state."""
+        clone = copy.copy(self)
+        clone._fresh_state()
+        clone._chunks = copy.copy(self._chunks)
+        clone._recorder = None
+        clone._geometry = None
+        clone._window = None
+        clone._pieces = np.asarray(pieces, dtype=np.int64).reshape(-1, 3)
+        clone._piece_offsets = sampling.chunk_offsets(clone._pieces[:, 2] - clone._pieces[:, 1])
+        clone.num_samples = int(clone._piece_offsets[-1])
+        clone._epoch_samples = sampling.subsample_count(clone.num_samples, clone.subsample)
+        return clone
 
     def native_length(self, world_size: int, batch_size: int) -> int:
         return sampling.rank_length(
@@ -208,7 +299,13 @@ class StreamingDataset(Stream):
             "subsample": self.subsample,
             "shuffle_window": self.shuffle_window,
             **self.item_loader.settings(),
+            # only for a subset/split, so the states of whole datasets stay as they were
+            **({} if self._pieces is None else {"subset": self.pieces_fingerprint()}),
         }
+
+    def pieces_fingerprint(self) -> str:
+        """A digest of a subset's pieces: another split (or seed of ``train_test_split``) is another order."""
+        return hashlib.sha256(np.ascontiguousarray(self.pieces(), dtype="<i8").tobytes()).hexdigest()[:16]
 
     def geometry_fingerprint(self) -> str:
         """A digest of the items per chunk: a dataset re-optimized with another chunking has a new one even at
@@ -226,10 +323,12 @@ class StreamingDataset(Stream):
         self._chunks = copy.copy(self._chunks)  # this copy's readers open (and release) their own chunks
 
     def prefetch_chunks(self, chunks: list[int]) -> None:
-        """Tell the source which chunks will be read, in order, so remote ones download ahead."""
+        """Tell the source which chunks will be read, in order, so remote ones download ahead (a subset's plan
+        names its pieces: they are mapped to their storage chunks here)."""
+        if self._pieces is not None:
+            chunks = list(dict.fromkeys(self._pieces[np.asarray(chunks, dtype=np.int64), 0].tolist()))
         self._source.prefetch(chunks)
 
     def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}({self.input_dir!r}, samples={self.num_samples}, shuffle={self.shuffle})"
-        )
+        subset = "" if self._pieces is None else ", subset"
+        return f"{type(self).__name__}({self.input_dir!r}, samples={self.num_samples}, shuffle={self.shuffle}{subset})"
