@@ -9,6 +9,7 @@ carries one dataset's dtypes or chunk cache into another.
 from __future__ import annotations
 
 import struct
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
@@ -219,7 +220,7 @@ class TokensLoader(ItemLoader):
         if block_size is not None and (not isinstance(block_size, int) or block_size <= 0):
             raise ValueError(f"`block_size` must be a positive int, got {block_size!r}")
         self.block_size = block_size
-        self._flat: dict[int, tuple[Any, Any]] = {}
+        self._flat: weakref.WeakKeyDictionary[ChunkView, Any] = weakref.WeakKeyDictionary()
 
     def options(self) -> dict[str, Any]:
         return {"block_size": self.block_size}
@@ -244,15 +245,15 @@ class TokensLoader(ItemLoader):
         return (entry.dim or 0) // self.block_size  # type: ignore[operator]
 
     def load(self, view: ChunkView, local_index: int) -> Any:
-        cached = self._flat.get(id(view))
-        if cached is None or cached[0] is not view:
+        # One flat token array per open chunk, dropped with the chunk: a shuffled reader alternates between
+        # the chunks of its window, and re-wrapping the chunk for every block cost more than the copy.
+        flat = self._flat.get(view)
+        if flat is None:
             try:
                 flat = self._serializers[0].deserialize(view.body(), self._formats[0])
             except ValueError as err:
                 raise CorruptChunkError(f"{view.name}: token data ({self._formats[0]!r}): {err}") from err
-            self._flat = {id(view): (view, flat)}
-            cached = self._flat[id(view)]
-        flat = cached[1]
+            self._flat[view] = flat
         start = local_index * self.block_size  # type: ignore[operator]
         if start + self.block_size > len(flat):  # type: ignore[operator]
             raise CorruptChunkError(
@@ -265,7 +266,7 @@ class TokensLoader(ItemLoader):
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_flat"] = {}
+        state["_flat"] = weakref.WeakKeyDictionary()
         return state
 
 

@@ -46,7 +46,7 @@ def checksum(data: bytes | memoryview) -> str:
 class ChunkView:
     """Zero-copy item access over a chunk's bytes (an mmap or a bytes object)."""
 
-    __slots__ = ("buffer", "mapping", "name", "num_items", "offsets")
+    __slots__ = ("__weakref__", "buffer", "mapping", "name", "num_items", "offsets")
 
     def __init__(self, buffer: bytes | memoryview, name: str, expected_items: int | None = None) -> None:
         self.buffer = memoryview(buffer).cast("B") if not isinstance(buffer, memoryview) else buffer
