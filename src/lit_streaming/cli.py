@@ -21,12 +21,21 @@ from collections.abc import Callable, Sequence
 
 
 def _inspect(path: str) -> int:
+    from lit_streaming.formats import detect, open_dataset, read_listing
     from lit_streaming.storage import open_source
 
-    index = open_source(path).read_index()
+    source = open_source(path)
+    spec = detect(read_listing(source))
+    if spec.name != "litdata":  # MDS, WebDataset, Parquet: the format's own summary
+        print(
+            json.dumps({"dataset": path, **open_dataset(source, spec.name, None, True).describe()}, indent=2)
+        )
+        return 0
+    index = source.read_index()
     sizes = [c.chunk_size for c in index.chunks]
     summary = {
         "dataset": path,
+        "format": spec.name,
         "chunks": len(index.chunks),
         "items": sum(sizes),
         "bytes": sum(c.chunk_bytes for c in index.chunks),

@@ -228,3 +228,14 @@ def test_a_litdata_item_loader_is_refused_for_another_format(mds_dir):
         ValueError, match=r"is a mds dataset: item_loader=TokensLoader reads LitData chunks only"
     ):
         StreamingDataset(mds_dir, item_loader=TokensLoader(4))
+
+
+def test_inspect_shows_the_format(mds_dir, litdata_dir, capsys):
+    from lit_streaming.cli import main
+
+    assert main(["inspect", mds_dir]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["format"] == "mds" and summary["items"] == N and summary["codecs"] == ["zstd"]
+    assert summary["columns"]["photo"] == "jpeg" and summary["checksums"] is True
+    assert main(["inspect", litdata_dir]) == 0
+    assert json.loads(capsys.readouterr().out)["format"] == "litdata"

@@ -187,3 +187,10 @@ def test_resumes_mid_epoch(wds_dir):
 def test_mixes_with_a_litdata_dataset(wds_dir, litdata_dir):
     other = StreamingDataset(litdata_dir, shuffle=True)
     check_mixed(_make(wds_dir), N, other, {10_000 + i for i in range(OTHER_N)})
+
+
+def test_inspect_shows_the_format(wds_dir, capsys):
+    assert main(["inspect", wds_dir]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["format"] == "wds" and summary["items"] == N and summary["shards"] == 6
+    assert summary["extensions"] == ["cls", "jpg", "json", "npy", "raw.bin", "seg.png", "txt"]
