@@ -6,6 +6,7 @@ checkpoint taken while training on batch k says "k batches consumed" whatever th
 
 from __future__ import annotations
 
+import cProfile
 import itertools
 import os
 from collections.abc import Iterator
@@ -19,6 +20,21 @@ from lit_streaming.resume_state import STATE_VERSION, ResumeError, check_state, 
 from lit_streaming.stream import Stream
 
 __all__ = ["STATE_VERSION", "ResumeError", "StreamingDataLoader"]
+
+
+def _check_profile_args(profile_batches: Any, skip: Any, cprofile: Any) -> tuple[int | None, bool]:
+    """(batches to trace, None for the whole run; whether to trace), naming the bad argument otherwise."""
+    if not isinstance(profile_batches, (bool, int)) or (
+        not isinstance(profile_batches, bool) and profile_batches < 0
+    ):
+        raise ValueError(f"`profile_batches` must be a bool or an int >= 0, got {profile_batches!r}")
+    if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
+        raise ValueError(f"`profile_skip_batches` must be an int >= 0, got {skip!r}")
+    if not isinstance(cprofile, bool):
+        raise ValueError(f"`profile_cprofile` must be a bool, got {cprofile!r}")
+    if profile_batches is True:
+        return None, True
+    return int(profile_batches), int(profile_batches) > 0
 
 
 class StreamingDataLoader(DataLoader):
@@ -45,6 +61,8 @@ class StreamingDataLoader(DataLoader):
         shuffle: bool | None = None,
         drop_last: bool | None = None,
         collate_fn: Any = None,
+        profile_skip_batches: int = 0,
+        profile_cprofile: bool = False,
         **kwargs: Any,
     ) -> None:
         if not isinstance(dataset, Stream):
@@ -56,14 +74,26 @@ class StreamingDataLoader(DataLoader):
             raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}")
         stream = dataset.with_options(shuffle=shuffle, drop_last=drop_last)
         self.shuffle = shuffle
+        # Profiling as LitData's README has it (see profiling.py): result.json in profile_dir or the cwd.
         self.profile_batches = profile_batches
         self.profile_dir = profile_dir
-        traced = 10 if profile_batches is True else int(profile_batches or 0)
-        self._profile_out = (profile_dir or "lit_streaming_profile") if traced else None
+        self.profile_skip_batches = profile_skip_batches
+        self.profile_cprofile = profile_cprofile
+        self._trace_count, self._tracing = _check_profile_args(
+            profile_batches, profile_skip_batches, profile_cprofile
+        )
+        profiling_on = self._tracing or profile_cprofile
+        self._profile_out = os.path.abspath(profile_dir or os.getcwd()) if profiling_on else None
         if self._profile_out:
             os.makedirs(self._profile_out, exist_ok=True)
-        stream.enable_profiling(self._profile_out, traced)
-        self._traced_batches = traced
+        stream.enable_profiling(
+            self._profile_out,
+            self._trace_count if self._tracing else 0,
+            profile_skip_batches,
+            profile_cprofile,
+        )
+        self._trace_events: list[dict[str, Any]] = []  # the whole run's events, rewritten to result.json
+        self._cprofile: cProfile.Profile | None = cProfile.Profile() if profile_cprofile else None
         kwargs.pop("sampler", None)
         kwargs.pop("batch_sampler", None)
         if collate_fn is None and num_workers > 0 and not kwargs.get("pin_memory", False):
@@ -154,32 +184,51 @@ class StreamingDataLoader(DataLoader):
         )
         if start >= self._epoch_end(world_size):
             return
-        # Profiling records how long the consumer waits for each of the first batches (see profiling.py).
-        recorder = profiling.TraceRecorder(f"rank {rank} main") if self._profile_out else None
-        traced = min(self._traced_batches, sampling.num_batches(m, start, self.batch_size))
+        # Profiling records how long the consumer waits for each traced batch (see profiling.py).
+        recorder = profiling.TraceRecorder(f"rank {rank} main") if self._tracing else None
+        in_epoch = sampling.num_batches(min(m, self._epoch_end(world_size)), start, self.batch_size)
+        traced = profiling.traced_range(self.profile_skip_batches, self._trace_count, in_epoch)
+        # Workers write their spans when their plan reaches the last traced batch; a limit_batches end comes
+        # earlier, and then the merge takes what is there without waiting.
+        cut_short = traced.stop < sampling.num_batches(m, start, self.batch_size) and (
+            self._trace_count is None or traced.stop < self.profile_skip_batches + self._trace_count
+        )
         iterator = super().__iter__()
-        for n in itertools.count():
-            waited_from = profiling.now_us()
-            try:
-                batch = next(iterator)
-            except StopIteration:
-                return
-            if recorder is not None and n < traced:
-                recorder.span("wait_for_batch", "loader", waited_from, profiling.now_us(), batch=n)
-                if n == traced - 1:
-                    self.profile_trace = profiling.merge(
-                        self._profile_out,  # type: ignore[arg-type]
-                        self._epoch,
-                        rank,
-                        recorder,
-                        min(max(1, self.num_workers), traced),
-                        timeout=30.0,
-                    )
-            self._consumed = min(self._consumed + self.batch_size, m)
-            self._watch(batch)
-            yield batch
-            if self._limit_reached():
-                return
+        if self._cprofile is not None and rank == 0:
+            self._cprofile.enable()  # after the workers started, so they do not inherit it
+        try:
+            for n in itertools.count():
+                waited_from = profiling.now_us()
+                try:
+                    batch = next(iterator)
+                except StopIteration:
+                    return
+                if recorder is not None and n in traced:
+                    recorder.span("wait_for_batch", "loader", waited_from, profiling.now_us(), batch=n)
+                    if n == traced.stop - 1:
+                        expected = 0 if cut_short else min(max(1, self.num_workers), len(traced))
+                        self._write_trace(recorder, rank, expected)
+                        recorder = None
+                self._consumed = min(self._consumed + self.batch_size, m)
+                self._watch(batch)
+                yield batch
+                if self._limit_reached():
+                    return
+        finally:
+            if recorder is not None and len(recorder.events) > 1:
+                self._write_trace(recorder, rank, 0)  # the iteration stopped early: keep what was recorded
+            if self._cprofile is not None and rank == 0:
+                profiling.dump_cprofile(
+                    self._cprofile,
+                    os.path.join(self._profile_out, profiling.CPROFILE_MAIN),  # type: ignore[arg-type]
+                )
+
+    def _write_trace(self, recorder: profiling.TraceRecorder, rank: int, expected_workers: int) -> None:
+        """Add this iteration's main and worker events to the run's and rewrite the trace file."""
+        out: str = self._profile_out  # type: ignore[assignment]
+        workers = profiling.collect(out, self._epoch, rank, expected_workers, timeout=30.0)
+        self._trace_events.extend(recorder.events + workers)
+        self.profile_trace = profiling.write_trace(profiling.trace_path(out, rank), self._trace_events)
 
     def _watch(self, batch: Any) -> None:
         if isinstance(self.collate_fn, PooledCollate):

@@ -129,9 +129,13 @@ class Stream(IterableDataset, ABC):
     def set_resume_chain(self, chain: Sequence[Sequence[int]]) -> None:
         self._resume_chain = tuple(sampling.check_chain(chain))
 
-    def enable_profiling(self, profile_dir: str | None, batches: int) -> None:
-        """Record fetch/decode spans for the first ``batches`` batches of each epoch (see profiling.py)."""
-        self._profile = (profile_dir, batches) if profile_dir and batches > 0 else None
+    def enable_profiling(
+        self, profile_dir: str | None, batches: int | None, skip: int = 0, cprofile: bool = False
+    ) -> None:
+        """Record fetch/decode spans for batches [skip, skip + batches) of each epoch (``batches=None``: every
+        batch from ``skip`` on), and with ``cprofile`` run worker 0 of rank 0 under cProfile (see profiling.py).
+        ``profile_dir=None`` turns profiling off."""
+        self._profile = profiling.WorkerProfile(profile_dir, skip, batches, cprofile) if profile_dir else None
 
     def prefetch(self, plan: KeySequence, lo: int, hi: int) -> None:
         """Tell each leaf which chunks reading positions [lo, hi) of ``plan`` needs, in order."""
@@ -179,25 +183,30 @@ class Stream(IterableDataset, ABC):
     def _profiled(
         self, plan: KeySequence, batches: Iterator[tuple[int, int]], ctx: IterationContext
     ) -> Iterator[Any]:
-        profile_dir, traced_batches = self._profile  # type: ignore[misc]
-        mine = len(range(ctx.worker_id, traced_batches, ctx.num_workers))
-        traced = min(max(plan.length - ctx.start, 0), mine * ctx.batch_size)
-        recorder: profiling.TraceRecorder | None = profiling.TraceRecorder(
-            f"rank {ctx.rank} worker {ctx.worker_id}"
-        )
-        path = profiling.worker_trace_path(profile_dir, ctx.epoch, ctx.rank, ctx.worker_id)
+        """``_read`` with spans recorded for the traced batches; the worker's trace file is written before the
+        last sample of its last traced batch leaves (so the main process's merge finds it)."""
+        profile: profiling.WorkerProfile = self._profile  # type: ignore[assignment]
+        workers = max(1, ctx.num_workers)
+        recorder = profiling.TraceRecorder(f"rank {ctx.rank} worker {ctx.worker_id}")
+        path = profiling.worker_trace_path(profile.profile_dir, ctx.epoch, ctx.rank, ctx.worker_id)
         leaves = self.leaves()
-        for leaf in leaves:
-            leaf.set_recorder(recorder)
+        profiler = profile.start_cprofile(ctx.rank, ctx.worker_id, ctx.num_workers)
+        written = False
         try:
-            for n, sample in enumerate(self._read(plan, batches)):
-                if recorder is not None and n == traced - 1:
-                    # Written before the last traced sample leaves, so the main process's merge finds it.
-                    recorder.dump(path)
-                    recorder = None
-                    for leaf in leaves:
-                        leaf.set_recorder(None)
-                yield sample
+            for lo, hi in batches:
+                g = (lo - ctx.start) // ctx.batch_size  # the batch's number in this iteration
+                traced = profile.traces(g)
+                for leaf in leaves:
+                    leaf.set_recorder(recorder if traced else None)
+                nxt = g + workers
+                last = traced and not (profile.traces(nxt) and ctx.start + nxt * ctx.batch_size < plan.length)
+                samples = list(self._read(plan, iter([(lo, hi)])))
+                for n, sample in enumerate(samples):
+                    if last and n == len(samples) - 1 and not written:
+                        recorder.dump(path)
+                        written = True
+                    yield sample
         finally:
             for leaf in leaves:
                 leaf.set_recorder(None)
+            profile.stop_cprofile(profiler, worker=True)
