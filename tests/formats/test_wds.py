@@ -194,3 +194,21 @@ def test_inspect_shows_the_format(wds_dir, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["format"] == "wds" and summary["items"] == N and summary["shards"] == 6
     assert summary["extensions"] == ["cls", "jpg", "json", "npy", "raw.bin", "seg.png", "txt"]
+
+
+def test_index_command_on_a_remote_url(tmp_path, wds_dir, memory_url, monkeypatch):
+    upload(wds_dir, memory_url)
+    assert main(["index", memory_url]) == 0
+    monkeypatch.setattr(wds, "scan_file", lambda *a: pytest.fail("scanned although wds-index.json is there"))
+    ds = StreamingDataset(memory_url, cache_dir=str(tmp_path / "cache"))
+    assert [s["cls"] for s in ds] == list(range(N))
+
+
+def test_a_forged_index_entry_is_refused(tmp_path, wds_dir):
+    folder = _copy(wds_dir, tmp_path / "forged")
+    assert main(["index", str(folder)]) == 0
+    doc = json.loads((folder / wds.INDEX_NAME).read_text())
+    doc["shards"]["shard-000003.tar"]["sizes"][2] = 10**12  # a member far past the end of the tar
+    (folder / wds.INDEX_NAME).write_text(json.dumps(doc))
+    with pytest.raises(CorruptShardError, match=r"shard shard-000003.tar: tar index entry is inconsistent"):
+        StreamingDataset(str(folder))
