@@ -231,23 +231,21 @@ def _open(source: FileAccess, listing: Listing, item_loader: Any, allow_pickle: 
     scratch = source.scratch_dir()
     cached_path = os.path.join(scratch, INDEX_NAME) if scratch else None
     if len(known) < len(names) and cached_path and os.path.exists(cached_path):
-        with open(cached_path, "rb") as f:
-            cached = parse_index_document(f.read(), cached_path, files)
+        try:
+            with open(cached_path, "rb") as f:
+                cached = parse_index_document(f.read(), cached_path, files)
+        except (FormatError, CorruptShardError) as err:  # our own cache copy: rebuild it
+            logger.warning(
+                "Ignoring the damaged cached WebDataset index (%s); scanning the shards again", err
+            )
+            cached = {}
         known.update({n: ix for n, ix in cached.items() if n not in known})
     indexes = build_indexes(source, names, files, known) if len(known) < len(names) else known
     if cached_path and len(known) < len(names):
         _write_atomic(cached_path, index_document(names, files, indexes))
     ordered = [indexes[n] for n in names]
     if not allow_pickle:
-        for n, ix in zip(names, ordered):
-            unsafe = sorted(set(ix.exts) & UNSAFE_EXTENSIONS)
-            if unsafe:
-                from lit_streaming.format.serializers import PickleNotAllowedError
-
-                raise PickleNotAllowedError(
-                    f"{source.location_of(n)} holds .{unsafe[0]} members (pickled objects). Unpickling runs "
-                    "arbitrary code, so it is refused by default; pass allow_pickle=True if you trust this dataset."
-                )
+        _refuse_pickles(source, names, ordered)
     table = ShardTable(
         NAME,
         tuple(
@@ -257,6 +255,19 @@ def _open(source: FileAccess, listing: Listing, item_loader: Any, allow_pickle: 
         version_key,
     )
     return WDSDataset(table, ordered, source, allow_pickle)
+
+
+def _refuse_pickles(source: FileAccess, names: list[str], indexes: list[TarIndex]) -> None:
+    """Refuse at open (not mid-epoch) a dataset whose members would be unpickled."""
+    for name, ix in zip(names, indexes):
+        unsafe = sorted({e for e in ix.exts if e.rsplit(".", 1)[-1] in UNSAFE_EXTENSIONS})
+        if unsafe:
+            from lit_streaming.format.serializers import PickleNotAllowedError
+
+            raise PickleNotAllowedError(
+                f"{source.location_of(name)} holds .{unsafe[0]} members (pickled objects). Unpickling runs "
+                "arbitrary code, so it is refused by default; pass allow_pickle=True if you trust this dataset."
+            )
 
 
 def _write_atomic(path: str, data: bytes) -> None:
