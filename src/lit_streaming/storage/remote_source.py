@@ -83,7 +83,7 @@ class RemoteSource(DatasetSource):
         ``CacheEntry.chunks_per_reader`` (``chunk_bytes`` defaults to the dataset's largest chunk)."""
         if self._entry is None:
             raise RuntimeError(
-                f"{type(self).__name__}.read_index() must run before chunks_per_reader ({self.url})"
+                f"{type(self).__name__}.bind() (by opening the dataset) must run before chunks_per_reader ({self.url})"
             )
         return self._entry.chunks_per_reader(num_readers, chunk_bytes)
 
@@ -98,7 +98,7 @@ class RemoteSource(DatasetSource):
         if self._fetcher is None or self._fetcher_pid != os.getpid():
             if self._entry is None or self._table is None:
                 raise RuntimeError(
-                    f"{type(self).__name__}.read_index() must run before chunks of {self.url} are read"
+                    f"{type(self).__name__}.bind() (by opening the dataset) must run before chunks of {self.url} are read"
                 )
             self._fetcher = ChunkFetcher(self._entry, self._files, self._table, self.settings)
             self._fetcher_pid = os.getpid()
