@@ -10,7 +10,7 @@ from lit_streaming.format import pytree
 from lit_streaming.format.chunk import checksum, encode_chunk
 from lit_streaming.format.index import FORMAT_VERSION, ChunkEntry, DatasetIndex, write_text_atomic
 from lit_streaming.format.items import encode_pytree_item
-from lit_streaming.format.serializers import serialize_leaf
+from lit_streaming.format.serializers import same_column, serialize_leaf
 
 
 class SampleStructureError(ValueError):
@@ -18,8 +18,9 @@ class SampleStructureError(ValueError):
 
 
 def _compatible(first: str, other: str) -> bool:
-    # LitData lets JPEG-backed and plain PIL images share a column: both decode to images.
-    return first == other or {first, other} <= {"pil", "jpeg"}
+    # As LitData: JPEG-backed and plain PIL images share a column, and so do image/video/audio/file leaves
+    # whose file extensions differ (the column keeps the first sample's name; reading ignores it).
+    return same_column(first, other)
 
 
 class ChunkWriter:

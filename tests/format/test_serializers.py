@@ -23,6 +23,7 @@ from lit_streaming.format.serializers import (
     PickleNotAllowedError,
     UnknownSerializerError,
     deserialize_leaf,
+    same_column,
     serialize_leaf,
     serializer_for,
     serializer_named,
@@ -544,3 +545,15 @@ def test_text_and_lookups_follow_litdata() -> None:
     assert serializer_named("graph:pickle").name == "pickle"
     assert serializer_named("image:png").name == "image"
     assert serializer_named("nifti:nii.gz").name == "nifti"
+
+
+def test_columns_may_mix_file_extensions_and_litdata_types_are_not_pickled() -> None:
+    assert same_column("image:png", "image:jpg") and same_column("video:mp4", "video:webm")
+    assert same_column("pil", "jpeg") and same_column("int", "int")
+    assert not same_column("image:png", "pil") and not same_column("mesh:glb", "mesh:ply")
+    assert not same_column("no_header_numpy:1", "no_header_numpy:2") and not same_column("int", "float")
+    import litdata
+
+    with pytest.raises(TypeError, match="litdata.Jpeg"):
+        serialize_leaf(litdata.Jpeg(bytes=b"\xff\xd8"))
+    assert serialize_leaf(litdata.Image(bytes=b"raw"))[1] == "image:jpg"

@@ -886,3 +886,21 @@ def test_a_damaged_leaf_names_dataset_chunk_item_and_leaf(litdata_run, tmp_path,
     for part in (chunk.name, str(copy), "item 0", field, repr(fmt)):
         assert part in message, (part, message)
     assert ds[1]["id"] == 1  # only that item is damaged
+
+
+def _mixed_extension_image(i: int, media: dict[str, str]) -> dict[str, Any]:
+    from lit_streaming.format.serializers import Image as OurImage
+
+    return {"id": i, "image": OurImage(path=media["a.png"] if i % 2 else media["j0.jpg"])}
+
+
+def test_images_of_different_file_types_share_a_column(tmp_path, media):
+    """A folder of .jpg and .png files: the column keeps the first sample's 'image:jpg' (as LitData's writer
+    does) and both readers decode every file."""
+    fn = functools.partial(_mixed_extension_image, media=media)
+    out = optimize(fn, list(range(4)), str(tmp_path / "mixed-ext"), chunk_size=4, num_workers=1)
+    assert json.loads(Path(out, "index.json").read_text())["config"]["data_format"] == ["int", "image:jpg"]
+    for k, (got, lit) in enumerate(zip(read_ours(out), read_litdata(out), strict=True)):
+        want = _pixels(media["a.png"]) if k % 2 else decode_jpeg_file(media["j0.jpg"])
+        assert_same(got["image"], want, f"our sample {k}")
+        assert_same(lit["image"], want, f"LitData sample {k}")

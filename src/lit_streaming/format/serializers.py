@@ -1260,10 +1260,28 @@ def serializer_for(obj: Any) -> Serializer:
     found = _BY_TYPE.get(type(obj))
     if found is not None:
         return found
-    for serializer in _ORDERED:
+    for serializer in _ORDERED[:-1]:
         if serializer.can_serialize(obj):
             return serializer
-    raise AssertionError("unreachable: pickle accepts everything")
+    if type(obj).__module__ == "litdata.types":
+        raise TypeError(
+            f"litdata.{type(obj).__name__} leaves are not written by this library (they would be pickled); "
+            "use Image/Video/Audio/File/Text/Tiff, a PIL image or a tensor instead"
+        )
+    return _ORDERED[-1]
+
+
+# Leaf kinds whose stored name carries a file extension that does not change how they are read: samples may
+# differ in it (a folder of .jpg and .png images), and the column keeps the first sample's name, as LitData.
+_EXTENSION_KINDS = ("image", "video", "audio", "file")
+
+
+def same_column(first: str, other: str) -> bool:
+    """Whether a leaf stored as ``other`` may share a column whose first sample stored ``first``."""
+    if first == other or {first, other} <= {"pil", "jpeg"}:
+        return True
+    kind, colon, _ = first.partition(":")
+    return bool(colon) and kind in _EXTENSION_KINDS and other.partition(":")[0] == kind
 
 
 def _unknown(fmt: str, why: str = "") -> UnknownSerializerError:
