@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, fields
 from typing import Any
 
 from lightning.pytorch import LightningDataModule
@@ -18,6 +19,38 @@ from lit_streaming.stream import Stream
 Source = str | list[str] | dict[str, float] | StreamingDataset | CombinedStreamingDataset | None
 
 
+@dataclass
+class DatasetOptions:
+    """How the DataModule builds each :class:`StreamingDataset`: every field is that class's argument of the same
+    name (``block_size`` reads token datasets with ``TokensLoader(block_size)``), so a dataset option is added
+    here once. In a LightningCLI config they are the nested keys ``data.dataset.*``.
+
+    ``shuffle`` applies to training data only (evaluation data is never shuffled); ``drop_last=None`` means
+    True for training when distributed, while evaluation splits keep every sample and even out ranks with a
+    few repeats. ``seed`` also seeds the mixing of several datasets.
+    """
+
+    shuffle: bool = True
+    seed: int = 42
+    drop_last: bool | None = None
+    block_size: int | None = None
+    shuffle_window: int = DEFAULT_SHUFFLE_WINDOW
+    subsample: float = 1.0
+    allow_pickle: bool = False
+    cache_dir: str | None = None
+    max_cache_size: int | str = "100GB"
+    storage_options: dict[str, Any] | None = None
+
+    def build(self, path: str, split: str, transform: Callable[[Any], Any] | None) -> StreamingDataset:
+        kwargs = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "block_size"}
+        kwargs["shuffle"] = self.shuffle and split == "train"
+        if self.drop_last is None and split != "train":
+            # Evaluation sees every sample: ranks are evened out with a few repeats, not by dropping samples.
+            kwargs["drop_last"] = False
+        item_loader = TokensLoader(self.block_size) if self.block_size else None
+        return StreamingDataset(path, item_loader=item_loader, transform=transform, **kwargs)
+
+
 class StreamingDataModule(LightningDataModule):
     """``Trainer.fit(model, datamodule=StreamingDataModule(train="s3://bucket/train", val=...))``.
 
@@ -28,17 +61,12 @@ class StreamingDataModule(LightningDataModule):
 
     Args:
         train, val, test, predict: a dataset path/URL, a list of them or a ``{path: weight}`` mapping (mixed with
-            CombinedStreamingDataset), or a ready StreamingDataset / CombinedStreamingDataset.
+            CombinedStreamingDataset), or a ready streaming dataset (used as it is).
         batch_size, num_workers, pin_memory, persistent_workers: passed to each StreamingDataLoader.
-        shuffle: shuffle the training data (evaluation data is never shuffled).
-        seed: seed for shuffling and mixing.
-        drop_last: see StreamingDataset (``None``: True for training when distributed; evaluation splits keep
-            every sample and even out ranks with a few repeats).
+        dataset: how each dataset is built from a path (:class:`DatasetOptions`: shuffle, seed, block_size,
+            cache and storage settings, ...).
         weights, iterate_over_all, batching_method: mixing settings when a source lists several datasets
             (``iterate_over_all=None``: ``False`` when weights are given, which they need, else ``True``).
-        block_size: read token datasets with ``TokensLoader(block_size)``.
-        cache_dir, max_cache_size, storage_options: where and how remote chunks are cached and fetched.
-        shuffle_window, subsample, allow_pickle: see StreamingDataset.
         transform: applied to every sample (Python API only).
     """
 
@@ -50,44 +78,28 @@ class StreamingDataModule(LightningDataModule):
         predict: Source = None,
         batch_size: int = 1,
         num_workers: int = 0,
-        shuffle: bool = True,
-        seed: int = 42,
-        drop_last: bool | None = None,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        dataset: DatasetOptions | None = None,
         weights: list[float] | None = None,
         iterate_over_all: bool | None = None,
         batching_method: str = "stratified",
-        block_size: int | None = None,
-        cache_dir: str | None = None,
-        max_cache_size: int | str = "100GB",
-        storage_options: dict[str, Any] | None = None,
-        shuffle_window: int = DEFAULT_SHUFFLE_WINDOW,
-        subsample: float = 1.0,
-        allow_pickle: bool = False,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
         transform: Callable[[Any], Any] | None = None,
     ) -> None:
         super().__init__()
         if train is None and val is None and test is None and predict is None:
             raise ValueError("StreamingDataModule needs at least one of train, val, test or predict")
+        if dataset is not None and not isinstance(dataset, DatasetOptions):
+            raise TypeError(f"`dataset` must be a DatasetOptions, got {type(dataset).__name__}")
         self.sources = {"train": train, "val": val, "test": test, "predict": predict}
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.shuffle = shuffle
-        self.seed = seed
-        self.drop_last = drop_last
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers
+        self.dataset_options = dataset if dataset is not None else DatasetOptions()
         self.weights = weights
         self.iterate_over_all = iterate_over_all
         self.batching_method = batching_method
-        self.block_size = block_size
-        self.cache_dir = cache_dir
-        self.max_cache_size = max_cache_size
-        self.storage_options = storage_options
-        self.shuffle_window = shuffle_window
-        self.subsample = subsample
-        self.allow_pickle = allow_pickle
-        self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers
         self.transform = transform
         self.datasets: dict[str, Stream] = {}
         self._train_loader: StreamingDataLoader | None = None
@@ -95,21 +107,7 @@ class StreamingDataModule(LightningDataModule):
 
     # ---- datasets --------------------------------------------------------------------------------------------
     def _dataset(self, path: str, split: str) -> StreamingDataset:
-        return StreamingDataset(
-            path,
-            cache_dir=self.cache_dir,
-            item_loader=TokensLoader(self.block_size) if self.block_size else None,
-            shuffle=self.shuffle and split == "train",
-            # Evaluation sees every sample: ranks are evened out with a few repeats, not by dropping samples.
-            drop_last=self.drop_last if self.drop_last is not None or split == "train" else False,
-            seed=self.seed,
-            max_cache_size=self.max_cache_size,
-            subsample=self.subsample,
-            storage_options=self.storage_options,
-            transform=self.transform,
-            allow_pickle=self.allow_pickle,
-            shuffle_window=self.shuffle_window,
-        )
+        return self.dataset_options.build(path, split, self.transform)
 
     def _build(self, split: str) -> Stream | None:
         source = self.sources[split]
@@ -125,7 +123,7 @@ class StreamingDataModule(LightningDataModule):
         over_all = self.iterate_over_all if self.iterate_over_all is not None else weights is None
         return CombinedStreamingDataset(
             [self._dataset(p, split) for p in paths],
-            seed=self.seed,
+            seed=self.dataset_options.seed,
             weights=weights,
             iterate_over_all=over_all,
             batching_method=self.batching_method,

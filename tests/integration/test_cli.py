@@ -71,7 +71,16 @@ def test_print_config_round_trips(config, tmp_path, capsys):
 def test_mixture_config_builds_a_weighted_mix(capsys):
     parsed = yaml.safe_load(_print_config(capsys, "--config", str(CONFIG_DIR / "mixture.yaml")))
     assert len(parsed["data"]["train"]) == 2 and parsed["data"]["weights"] == [0.7, 0.3]
-    assert parsed["data"]["block_size"]
+    assert parsed["data"]["dataset"]["block_size"] == 65
+
+
+def test_dataset_options_are_nested_keys(capsys):
+    """A dataset option is one nested key (``--data.dataset.shuffle_window``), passed through to every dataset."""
+    printed = _print_config(
+        capsys, "--config", str(CONFIG_DIR / "demo.yaml"), "--data.dataset.shuffle_window", "5"
+    )
+    options = yaml.safe_load(printed)["data"]["dataset"]
+    assert options["shuffle_window"] == 5 and options["shuffle"] is True and options["seed"] == 42
 
 
 def test_demo_config_trains_and_validates(in_workdir, capsys):

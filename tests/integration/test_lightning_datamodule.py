@@ -13,7 +13,7 @@ from _lightning_support import IdRecorder, other_sample, sample, write_ids
 from lightning.pytorch import Trainer
 
 from lit_streaming import CombinedStreamingDataset, StreamingDataLoader, StreamingDataset
-from lit_streaming.datamodule import StreamingDataModule
+from lit_streaming.datamodule import DatasetOptions, StreamingDataModule
 
 N = 23
 
@@ -101,7 +101,9 @@ def test_predict_with_a_loader_passed_directly(data, tmp_path):
 
 
 def test_validate_and_test_see_every_sample_unshuffled(data, tmp_path):
-    dm = StreamingDataModule(val=data["a"], test=[data["a"], data["b"]], batch_size=4, shuffle=True)
+    dm = StreamingDataModule(
+        val=data["a"], test=[data["a"], data["b"]], batch_size=4, dataset=DatasetOptions(shuffle=True)
+    )
     trainer = _trainer(tmp_path)
     model = Predictor(str(tmp_path / "ids"))
     trainer.validate(model, datamodule=dm)

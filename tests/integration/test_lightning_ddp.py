@@ -26,7 +26,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.strategies import DDPStrategy
 
-from lit_streaming.datamodule import StreamingDataModule
+from lit_streaming.datamodule import DatasetOptions, StreamingDataModule
 
 N, VAL, BATCH, WORLD, EPOCHS = 48, 11, 4, 2, 3
 STEPS = N // (WORLD * BATCH)  # 6 per rank per epoch
@@ -51,7 +51,9 @@ def fit(
     ckpt_path: str | None = None,
     devices: int = WORLD,
 ) -> None:
-    dm = StreamingDataModule(train=train, val=val, batch_size=BATCH, num_workers=workers, seed=3)
+    dm = StreamingDataModule(
+        train=train, val=val, batch_size=BATCH, num_workers=workers, dataset=DatasetOptions(seed=3)
+    )
     callbacks = []
     if ckpt_path is None:
         callbacks.append(

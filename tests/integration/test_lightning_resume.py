@@ -19,7 +19,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lit_streaming import StreamingDataLoader
-from lit_streaming.datamodule import StreamingDataModule
+from lit_streaming.datamodule import DatasetOptions, StreamingDataModule
 
 N, OTHER, BATCH, EPOCHS = 46, 23, 4, 3
 STEPS_PER_EPOCH = -(-N // BATCH)  # 12: the last batch is partial (drop_last resolves to False on one device)
@@ -99,11 +99,9 @@ def _datamodule(data, case: Case) -> StreamingDataModule:
         batch_size=BATCH,
         num_workers=case.workers,
         persistent_workers=case.persistent,
-        weights=[0.6, 0.4]
-        if case.combined and not case.mix_all
-        else None,  # weights need iterate_over_all=False
+        weights=[0.6, 0.4] if case.combined and not case.mix_all else None,  # need iterate_over_all=False
         iterate_over_all=case.mix_all,
-        seed=case.seed,
+        dataset=DatasetOptions(seed=case.seed),
     )
 
 
