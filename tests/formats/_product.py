@@ -67,6 +67,19 @@ def check_resume_mid_epoch(make: Callable[..., StreamingDataset], workers: int =
     check_resume(loader, break_epoch=1, break_after=2)
 
 
+def check_elastic_workers(make: Callable[..., StreamingDataset]) -> None:
+    """Saved with 2 workers, resumed with none: the rest of the epoch, in the uninterrupted order."""
+    reference = batch_ids(list(StreamingDataLoader(make(shuffle=True), batch_size=4, num_workers=2)))
+    loader = StreamingDataLoader(make(shuffle=True), batch_size=4, num_workers=2)
+    it = iter(loader)
+    head = batch_ids([next(it) for _ in range(3)])
+    state = loader.state_dict()
+    del it
+    resumed = StreamingDataLoader(make(shuffle=True), batch_size=4, num_workers=0)
+    resumed.load_state_dict(state)
+    assert head + batch_ids(list(resumed)) == reference
+
+
 def check_mixed(
     make: Callable[..., StreamingDataset], n: int, other: StreamingDataset, other_ids: set[int]
 ) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from _product import (
     OTHER_N,
+    check_elastic_workers,
     check_exactly_once,
     check_mixed,
     check_resume_mid_epoch,
@@ -239,3 +240,7 @@ def test_inspect_shows_the_format(mds_dir, litdata_dir, capsys):
     assert summary["columns"]["photo"] == "jpeg" and summary["checksums"] is True
     assert main(["inspect", litdata_dir]) == 0
     assert json.loads(capsys.readouterr().out)["format"] == "litdata"
+
+
+def test_resumes_with_another_number_of_workers(mds_dir):
+    check_elastic_workers(_make(mds_dir))

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from _product import (
     OTHER_N,
+    check_elastic_workers,
     check_exactly_once,
     check_mixed,
     check_resume_mid_epoch,
@@ -119,3 +120,7 @@ def test_resumes_mid_epoch(parquet_dir):
 def test_mixes_with_a_litdata_dataset(parquet_dir, litdata_dir):
     other = StreamingDataset(litdata_dir, shuffle=True)
     check_mixed(_make(*parquet_dir), N, other, {10_000 + i for i in range(OTHER_N)})
+
+
+def test_resumes_with_another_number_of_workers(parquet_dir):
+    check_elastic_workers(_make(*parquet_dir))

@@ -14,6 +14,7 @@ import pytest
 import torch
 from _product import (
     OTHER_N,
+    check_elastic_workers,
     check_exactly_once,
     check_mixed,
     check_resume_mid_epoch,
@@ -212,3 +213,7 @@ def test_a_forged_index_entry_is_refused(tmp_path, wds_dir):
     (folder / wds.INDEX_NAME).write_text(json.dumps(doc))
     with pytest.raises(CorruptShardError, match=r"shard shard-000003.tar: tar index entry is inconsistent"):
         StreamingDataset(str(folder))
+
+
+def test_resumes_with_another_number_of_workers(wds_dir):
+    check_elastic_workers(_make(wds_dir))
