@@ -122,7 +122,9 @@ class PyTreeLoader(ItemLoader):
         self._pairs = list(zip(self._serializers, self._formats, strict=False))
         # Array leaves are returned as zero-copy views of the chunk; every other leaf is decoded into fresh
         # memory, after which the item's mapped pages are no longer needed.
-        self._views = any(fmt.split(":")[0] in _VIEW_FORMATS for fmt in self._formats)
+        self._views = any(
+            fmt.split(":")[0] in _VIEW_FORMATS and fmt != "numpy:scalar" for fmt in self._formats
+        )
 
     def chunk_length(self, entry: ChunkEntry) -> int:
         return entry.chunk_size

@@ -355,6 +355,8 @@ def test_json_reads_legacy_text_and_rejects_corruption() -> None:
         b"\x02" + struct.pack("<I", 10**9),
         b"\x06" + b"\x00" * 3,
         b"\x0f",
+        b"\x06" + struct.pack("<II", 2**32 - 1, 0),  # 4 billion key-less records in 9 bytes
+        b"\x06" + struct.pack("<III", 10**6, 1, 1) + b"k" + b"\x10" * 5,  # a million rows, 5 bytes
     ):
         with pytest.raises(ValueError):
             deserialize_leaf(bad, "json")

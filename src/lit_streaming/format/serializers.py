@@ -669,10 +669,11 @@ class _JsonReader:
         raise ValueError(f"json payload has unknown tag {tag} at byte {self.pos - 1}")
 
     def records(self) -> list[dict[str, Any]]:
-        n = self.count(0)
+        n = self.u32()
         keys = [self.text() for _ in range(self.count(4))]
-        if keys and n > len(self.raw) - self.pos:
-            raise ValueError(f"json payload claims {n} records but has {len(self.raw) - self.pos} bytes left")
+        # Every field takes at least its tag byte, and LitData never writes records without keys.
+        if n and (not keys or n * len(keys) > len(self.raw) - self.pos):
+            raise ValueError(f"json payload claims {n} records of {len(keys)} fields in too few bytes")
         return [{key: self.record_field() for key in keys} for _ in range(n)]
 
     def record_field(self) -> Any:
