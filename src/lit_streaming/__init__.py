@@ -15,12 +15,15 @@ from typing import TYPE_CHECKING, Any
 # public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
     "CombinedStreamingDataset": "lit_streaming.combined",
+    "ParallelStreamingDataset": "lit_streaming.parallel",
     "PyTreeLoader": "lit_streaming.item_loaders",
     "ResumeError": "lit_streaming.dataloader",
     "StreamingDataLoader": "lit_streaming.dataloader",
     "StreamingDataModule": "lit_streaming.datamodule",
     "StreamingDataset": "lit_streaming.dataset",
+    "StreamingRawDataset": "lit_streaming.raw",
     "TokensLoader": "lit_streaming.item_loaders",
+    "train_test_split": "lit_streaming.splits",
     # the writer's operators, as ``litdata`` exports them
     "map": "lit_streaming_writer.map",
     "merge_datasets": "lit_streaming_writer.merge",
@@ -30,15 +33,18 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "CombinedStreamingDataset",
+    "ParallelStreamingDataset",
     "PyTreeLoader",
     "ResumeError",
     "StreamingDataLoader",
     "StreamingDataModule",
     "StreamingDataset",
+    "StreamingRawDataset",
     "TokensLoader",
     "map",
     "merge_datasets",
     "optimize",
+    "train_test_split",
     "walk",
 ]
 assert sorted(__all__) == sorted(_EXPORTS)
@@ -49,6 +55,9 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from lit_streaming.datamodule import StreamingDataModule
     from lit_streaming.dataset import StreamingDataset
     from lit_streaming.item_loaders import PyTreeLoader, TokensLoader
+    from lit_streaming.parallel import ParallelStreamingDataset
+    from lit_streaming.raw import StreamingRawDataset
+    from lit_streaming.splits import train_test_split
     from lit_streaming_writer.map import map
     from lit_streaming_writer.merge import merge_datasets
     from lit_streaming_writer.optimize import optimize
