@@ -904,3 +904,34 @@ def test_images_of_different_file_types_share_a_column(tmp_path, media):
         want = _pixels(media["a.png"]) if k % 2 else decode_jpeg_file(media["j0.jpg"])
         assert_same(got["image"], want, f"our sample {k}")
         assert_same(lit["image"], want, f"LitData sample {k}")
+
+
+def test_an_unknown_leaf_names_itself_and_the_index(litdata_run, tmp_path):
+    from lit_streaming.format.serializers import UnknownSerializerError
+
+    copy = tmp_path / "unknown-leaf"
+    shutil.copytree(litdata_run.dataset("media"), copy)
+    index = json.loads((copy / "index.json").read_text())
+    index["config"]["data_format"][1] = "hologram:3d"
+    (copy / "index.json").write_text(json.dumps(index))
+    with pytest.raises(UnknownSerializerError, match=r"unknown-leaf/index.json.*'hologram:3d'"):
+        StreamingDataset(str(copy))
+
+
+def test_pytree_loader_options_travel_with_the_bound_copy(litdata_run):
+    """``PyTreeLoader(decode=...)`` is a description too: each dataset's bound reader decodes video as asked,
+    the object the user passed stays unset-up."""
+    from lit_streaming.item_loaders import PyTreeLoader
+
+    with pytest.raises(ValueError, match="unknown media kinds"):
+        PyTreeLoader(decode={"hologram": "decode"})
+    loader = PyTreeLoader(decode={"video": "decode"})
+    ds = StreamingDataset(litdata_run.dataset("media"), item_loader=loader)
+    assert ds.item_loader is not loader and ds.item_loader.decode == {"video": "decode"}
+    try:
+        import torchcodec  # noqa: F401
+    except ImportError:
+        with pytest.raises(ModuleNotFoundError, match="torchcodec"):
+            ds[0]
+    plain = StreamingDataset(litdata_run.dataset("media"), item_loader=PyTreeLoader())
+    assert isinstance(plain[0]["video"], bytes)
