@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import pickle
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -78,6 +79,15 @@ def check_elastic_workers(make: Callable[..., StreamingDataset]) -> None:
     resumed = StreamingDataLoader(make(shuffle=True), batch_size=4, num_workers=0)
     resumed.load_state_dict(state)
     assert head + batch_ids(list(resumed)) == reference
+
+
+def check_picklable(path: str, key: str) -> None:
+    """A dataset pickles (spawned DataLoader workers, ddp_spawn) and the copy reads the same samples."""
+    ds = StreamingDataset(path)
+    first = ds[len(ds) - 1][key]  # opened shards in the original must not travel
+    clone = pickle.loads(pickle.dumps(ds))
+    assert [clone[i][key] for i in range(len(ds))] == [ds[i][key] for i in range(len(ds))]
+    assert clone[len(ds) - 1][key] == first
 
 
 def check_mixed(

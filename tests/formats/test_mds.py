@@ -14,6 +14,7 @@ from _product import (
     check_elastic_workers,
     check_exactly_once,
     check_mixed,
+    check_picklable,
     check_resume_mid_epoch,
     check_shuffled,
     upload,
@@ -244,3 +245,17 @@ def test_inspect_shows_the_format(mds_dir, litdata_dir, capsys):
 
 def test_resumes_with_another_number_of_workers(mds_dir):
     check_elastic_workers(_make(mds_dir))
+
+
+def test_pickles_for_spawned_workers(mds_dir):
+    check_picklable(mds_dir, "id")
+
+
+def test_spawned_workers_read_it(mds_dir):
+    from _product import batch_ids
+
+    from lit_streaming import StreamingDataLoader
+
+    ds = StreamingDataset(mds_dir, transform=_id_only, shuffle=True)
+    loader = StreamingDataLoader(ds, batch_size=5, num_workers=1, multiprocessing_context="spawn")
+    assert sorted(batch_ids(list(loader))) == list(range(N))

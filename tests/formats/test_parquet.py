@@ -13,6 +13,7 @@ from _product import (
     check_elastic_workers,
     check_exactly_once,
     check_mixed,
+    check_picklable,
     check_resume_mid_epoch,
     check_shuffled,
     upload,
@@ -124,3 +125,7 @@ def test_mixes_with_a_litdata_dataset(parquet_dir, litdata_dir):
 
 def test_resumes_with_another_number_of_workers(parquet_dir):
     check_elastic_workers(_make(*parquet_dir))
+
+
+def test_pickles_for_spawned_workers(parquet_dir):
+    check_picklable(parquet_dir[0], "id")

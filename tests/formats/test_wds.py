@@ -17,6 +17,7 @@ from _product import (
     check_elastic_workers,
     check_exactly_once,
     check_mixed,
+    check_picklable,
     check_resume_mid_epoch,
     check_shuffled,
     upload,
@@ -217,3 +218,7 @@ def test_a_forged_index_entry_is_refused(tmp_path, wds_dir):
 
 def test_resumes_with_another_number_of_workers(wds_dir):
     check_elastic_workers(_make(wds_dir))
+
+
+def test_pickles_for_spawned_workers(wds_dir):
+    check_picklable(wds_dir, "cls")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import posixpath
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -105,7 +105,6 @@ class ShardTable:
     format: str
     shards: tuple[ShardEntry, ...]
     version_key: bytes
-    metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
     def filenames(self) -> list[str]:

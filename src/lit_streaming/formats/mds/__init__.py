@@ -79,6 +79,16 @@ class Columns:
     def signature(self) -> tuple[Any, ...]:
         return (tuple(self.names), tuple(self.encodings), tuple(self.sizes))
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Decoders are closures: rebuilt from the encodings where the reader lands (a spawned worker)."""
+        state = dict(self.__dict__)
+        del state["decoders"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.decoders = [decoder_for(e, f"column {n!r}") for n, e in zip(self.names, self.encodings)]
+
 
 def _file_info(raw: Any, where: str) -> tuple[str, int, dict[str, str]]:
     if not isinstance(raw, dict):
