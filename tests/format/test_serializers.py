@@ -559,3 +559,32 @@ def test_columns_may_mix_file_extensions_and_litdata_types_are_not_pickled() -> 
     with pytest.raises(TypeError, match="litdata.Jpeg"):
         serialize_leaf(litdata.Jpeg(bytes=b"\xff\xd8"))
     assert serialize_leaf(litdata.Image(bytes=b"raw"))[1] == "image:jpg"
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(12, dtype=np.uint16).reshape(3, 4) * 5000,
+        np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4),
+        np.arange(12, dtype=np.int64).reshape(3, 4),  # narrowed to int32, as LitData does
+        np.linspace(0, 1, 36).reshape(3, 4, 3),  # HWC floats in [0, 1]: scaled to uint8
+        (np.arange(36) * 7).reshape(3, 4, 3).astype(np.int32),
+    ],
+    ids=lambda a: f"{a.dtype}{a.shape}",
+)
+def test_arrays_become_images_as_litdata_makes_them(array: np.ndarray) -> None:
+    import litdata
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # LitData warns when it downcasts
+        pil_theirs = _lit_write(litdata.Pil(array=array))
+        if array.ndim == 2 and array.dtype.kind in "if":  # modes I and F: PNG cannot hold them, in both
+            for image in (litdata.Image(array=array), Img(array=array)):
+                with pytest.raises(OSError, match="cannot write mode"):
+                    serialize_leaf(image) if isinstance(image, Img) else _lit_write(image)
+        else:
+            theirs = _lit_write(litdata.Image(array=array))
+            assert (bytes(serialize_leaf(Img(array=array))[0]), serialize_leaf(Img(array=array))[1]) == theirs
+    data, fmt = serialize_leaf(litdata.Pil(array=array))
+    assert (bytes(data), fmt) == pil_theirs and fmt == "pil"
+    assert_same(deserialize_leaf(data, fmt), lit_deserialize(bytes(data), fmt))

@@ -218,10 +218,14 @@ class PilSerializer(Serializer):
     name = "pil"
 
     def can_serialize(self, obj: Any) -> bool:
+        if _wrapper_kind(obj) == "Pil":
+            return True
         pil_image = sys.modules.get("PIL.Image")
         return pil_image is not None and isinstance(obj, pil_image.Image) and not _is_jpeg_file(obj)
 
     def serialize(self, obj: Any) -> tuple[bytes, str]:
+        if _wrapper_kind(obj) == "Pil":
+            obj = _pil_of_wrapper(obj)
         mode = obj.mode.encode("ascii")
         width, height = obj.size
         return _U32X3.pack(width, height, len(mode)) + mode + obj.tobytes(), self.name
@@ -998,7 +1002,20 @@ class Tiff(Media):
     image: Any = None
 
 
-_WRAPPER_NAMES = frozenset({"Image", "Video", "Audio", "File", "Text", "Tiff", "Pdf", "Mesh", "Nifti"})
+_WRAPPER_NAMES = frozenset({"Image", "Video", "Audio", "File", "Text", "Tiff", "Pdf", "Mesh", "Nifti", "Pil"})
+
+
+def _pil_of_wrapper(obj: Any) -> Any:
+    """The PIL image of LitData's ``Pil`` wrapper (``image=``, ``array=``, or a file), in its ``mode``."""
+    from PIL import Image as PILImage
+
+    if obj.image is not None:
+        image = obj.image
+    elif obj.array is not None:
+        image = _pil_from_array(obj.array)
+    else:
+        image = PILImage.open(io.BytesIO(_wrapper_bytes(obj)[0]))
+    return image.convert(obj.mode) if obj.mode and image.mode != obj.mode else image
 
 
 def _wrapper_kind(obj: Any) -> str | None:
@@ -1045,15 +1062,27 @@ def _image_payload(obj: Any) -> tuple[bytes, str]:
     return _encode_pil(image, fmt or getattr(image, "format", None) or "PNG", quality, mode)
 
 
+# Array dtypes Pillow turns into images as they are (2-D); others are narrowed within their kind, as LitData.
+_PIL_ARRAY_DTYPES = frozenset(np.dtype(t) for t in ("b1", "u1", "u2", "i2", "u4", "i4", "f4", "f8"))
+
+
 def _pil_from_array(array: Any) -> Any:
+    """``Image.fromarray`` after LitData's dtype rules: HWC arrays become uint8 (floats in [0, 1] scaled by
+    255), 2-D arrays keep a Pillow-supported dtype or the nearest narrower one of the same kind."""
     from PIL import Image as PILImage
 
     pixels = np.asarray(array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else array)
-    if pixels.dtype != np.uint8:
+    if pixels.ndim >= 3:
         if pixels.dtype.kind == "f" and pixels.size and float(np.nanmax(pixels)) <= 1.0:
             pixels = np.clip(pixels, 0.0, 1.0) * 255.0
-        pixels = pixels.astype(np.uint8)
-    return PILImage.fromarray(pixels)
+        return PILImage.fromarray(pixels.astype(np.uint8))
+    native = pixels.dtype.newbyteorder("=")
+    size = native.itemsize
+    while np.dtype(f"{native.kind}{size}") not in _PIL_ARRAY_DTYPES:
+        size //= 2
+        if size < 1 or native.kind not in "biuf":
+            raise TypeError(f"an image cannot be made of a {pixels.dtype} array")
+    return PILImage.fromarray(pixels.astype(f"{native.kind}{size}"))
 
 
 def _encode_pil(image: Any, fmt: str, quality: int | None, mode: str | None) -> tuple[bytes, str]:
