@@ -56,12 +56,21 @@ def _verify(path: str, block_size: int | None = None) -> int:
     it records one, else the smallest chunk's token count, which makes every chunk yield at least one block,
     so every chunk file is opened and its size and checksum are checked."""
     from lit_streaming.dataset import StreamingDataset
+    from lit_streaming.formats import detect, open_dataset, read_listing
     from lit_streaming.storage import open_source
 
-    index = open_source(path).read_index()
+    source = open_source(path)
+    spec = detect(read_listing(source))
+    if spec.name == "litdata":
+        index = source.read_index()
+        names = [c.filename for c in index.chunks]
+        loader_name = index.item_loader_name
+    else:  # MDS, WebDataset, Parquet: their shard files
+        names = [s.filename for s in open_dataset(source, spec.name, None, True).table.shards]
+        loader_name = spec.name
     kwargs: dict = {"allow_pickle": True}
     blocks = ""
-    if index.item_loader_name == "TokensLoader":
+    if loader_name == "TokensLoader":
         from lit_streaming.item_loaders import TokensLoader
 
         dims = [c.dim or 0 for c in index.chunks if c.dim]
@@ -71,7 +80,7 @@ def _verify(path: str, block_size: int | None = None) -> int:
         kwargs["item_loader"] = TokensLoader(size)
         blocks = f" (token blocks of {size})"
     elif block_size is not None:
-        raise ValueError(f"--block-size applies to token datasets; {path} uses {index.item_loader_name}")
+        raise ValueError(f"--block-size applies to token datasets; {path} uses {loader_name}")
     ds = StreamingDataset(path, **kwargs)
     bounds = [0]
     for length in ds.chunk_lengths:
@@ -82,7 +91,7 @@ def _verify(path: str, block_size: int | None = None) -> int:
             try:
                 ds.read_sample(i)
             except Exception as err:
-                name = index.chunks[k].filename if k < len(index.chunks) else f"#{k}"
+                name = names[k] if k < len(names) else f"#{k}"
                 failures.append(f"{path}: chunk {name}, item {i - bounds[k]} (sample {i}): {_one_line(err)}")
                 break
     for line in failures:

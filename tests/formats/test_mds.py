@@ -259,3 +259,16 @@ def test_spawned_workers_read_it(mds_dir):
     ds = StreamingDataset(mds_dir, transform=_id_only, shuffle=True)
     loader = StreamingDataLoader(ds, batch_size=5, num_workers=1, multiprocessing_context="spawn")
     assert sorted(batch_ids(list(loader))) == list(range(N))
+
+
+def test_verify_reads_every_sample_and_names_a_corrupt_shard(mds_dir, tmp_path, capsys):
+    from lit_streaming.cli import main
+
+    assert main(["verify", mds_dir]) == 0
+    assert f"{N} samples" in capsys.readouterr().out
+    bad = _copy(mds_dir, tmp_path / "bad")
+    name = json.loads((bad / "index.json").read_text())["shards"][2]["zip_data"]["basename"]
+    (bad / name).write_bytes((bad / name).read_bytes()[:-3])
+    assert main(["verify", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert f"chunk {name}, item 0" in err and "1 of" in err

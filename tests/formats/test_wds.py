@@ -222,3 +222,8 @@ def test_resumes_with_another_number_of_workers(wds_dir):
 
 def test_pickles_for_spawned_workers(wds_dir):
     check_picklable(wds_dir, "cls")
+
+
+def test_verify_reads_every_sample(wds_dir, capsys):
+    assert main(["verify", wds_dir]) == 0
+    assert f"{N} samples in 6 chunks" in capsys.readouterr().out
