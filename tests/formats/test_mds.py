@@ -272,3 +272,14 @@ def test_verify_reads_every_sample_and_names_a_corrupt_shard(mds_dir, tmp_path, 
     assert main(["verify", str(bad)]) == 1
     err = capsys.readouterr().err
     assert f"chunk {name}, item 0" in err and "1 of" in err
+
+
+def test_decompression_is_bounded_by_the_recorded_size(mds_dir, tmp_path):
+    bad = _copy(mds_dir, tmp_path / "bomb")
+    index = json.loads((bad / "index.json").read_text())
+    index["shards"][0]["raw_data"]["bytes"] = 100  # the shard inflates to far more than the index admits
+    (bad / "index.json").write_text(json.dumps(index))
+    with pytest.raises(
+        Exception, match=r"shard.00000.mds.zstd .*zstd frame declares \d+ bytes, the index records 100"
+    ):
+        StreamingDataset(str(bad))[0]

@@ -23,13 +23,28 @@ def codec_name(spec: str | None) -> str | None:
     return str(spec).split(":", 1)[0].strip().lower()
 
 
+_PIECE = 8 << 20
+
+
 def _zstd(data: Buffer, limit: int | None, what: str) -> bytes:
+    """Inflated in pieces, so memory follows the bytes actually produced (never a buffer of the size the
+    index claims), and stops one byte past ``limit``."""
     import zstandard
 
-    dctx = zstandard.ZstdDecompressor()
-    if limit is not None:
-        return dctx.decompress(data, max_output_size=limit)
-    return dctx.decompressobj().decompress(data)
+    declared = zstandard.frame_content_size(bytes(data[:18]))
+    if limit is not None and declared >= 0 and declared != limit:
+        raise CorruptShardError(f"{what}: zstd frame declares {declared} bytes, the index records {limit}")
+    reader = zstandard.ZstdDecompressor().stream_reader(bytes(data), read_across_frames=True)
+    parts, total = [], 0
+    while limit is None or total <= limit:
+        piece = reader.read(_PIECE if limit is None else min(_PIECE, limit + 1 - total))
+        if not piece:
+            break
+        parts.append(piece)
+        total += len(piece)
+    if limit is not None and total > limit:
+        raise CorruptShardError(f"{what}: zstd data inflates past the {limit} bytes the index records")
+    return b"".join(parts)
 
 
 def _gz(data: Buffer, limit: int | None, what: str) -> bytes:
