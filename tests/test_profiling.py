@@ -58,9 +58,11 @@ def test_chrome_trace(data_dir, tmp_path, workers):
 def test_readme_default_is_result_json_in_cwd_and_true_traces_whole_run(data_dir, tmp_path, monkeypatch):
     # LitData README: StreamingDataLoader(dataset, profile_batches=True) -> result.json in the working directory.
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "result.json").write_text("stale trace of an earlier run")
     loader = StreamingDataLoader(
         StreamingDataset(data_dir), batch_size=8, num_workers=2, profile_batches=True
     )
+    assert not os.path.exists(tmp_path / "result.json")  # LitData removes an old trace before starting
     for _ in range(2):  # two epochs: the whole run is in the one file
         assert sum(1 for _ in loader) == 15
     assert os.path.exists(tmp_path / "result.json")

@@ -6,6 +6,7 @@ checkpoint taken while training on batch k says "k batches consumed" whatever th
 
 from __future__ import annotations
 
+import contextlib
 import cProfile
 import itertools
 import os
@@ -86,6 +87,9 @@ class StreamingDataLoader(DataLoader):
         self._profile_out = os.path.abspath(profile_dir or os.getcwd()) if profiling_on else None
         if self._profile_out:
             os.makedirs(self._profile_out, exist_ok=True)
+            if self._tracing:  # as LitData, a stale trace from an earlier run is removed before this one
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(profiling.trace_path(self._profile_out, distributed.world()[0]))
         stream.enable_profiling(
             self._profile_out,
             self._trace_count if self._tracing else 0,
