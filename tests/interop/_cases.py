@@ -230,3 +230,10 @@ def litdata_only_sample(i: int, media: dict[str, str]) -> dict[str, Any]:
         "mesh": litdata.Mesh(path=media["a.glb"]),
         "nifti": litdata.Nifti(path=media["a.nii"]),
     }
+
+
+def pickled_sample(i: int) -> dict[str, Any]:
+    """A numpy scalar (LitData pickles it; safe to read) next to an object only a real unpickle rebuilds."""
+    from fractions import Fraction
+
+    return {"id": i, "score": np.float32(i / 4), "ratio": Fraction(i, 3)}

@@ -313,6 +313,7 @@ LITDATA_JOBS: dict[str, dict[str, Any]] = {
     "json_lists": {"fn": "json_list_sample", "n": 6, "optimize": {"chunk_size": 4, "num_workers": 1}},
     "media": {"fn": "media_sample", "n": N_MEDIA, "optimize": {"chunk_size": 4, "num_workers": 1}},
     "litdata_only": {"fn": "litdata_only_sample", "n": 3, "optimize": {"chunk_size": 2, "num_workers": 1}},
+    "pickled": {"fn": "pickled_sample", "n": 4, "optimize": {"chunk_size": 2, "num_workers": 1}},
 }
 
 
@@ -935,3 +936,28 @@ def test_pytree_loader_options_travel_with_the_bound_copy(litdata_run):
             ds[0]
     plain = StreamingDataset(litdata_run.dataset("media"), item_loader=PyTreeLoader())
     assert isinstance(plain[0]["video"], bytes)
+
+
+def test_litdata_pickled_objects_are_refused_when_read_naming_the_leaf(litdata_run):
+    """LitData pickles numpy scalars and arbitrary objects alike, so its datasets open without allow_pickle;
+    the first leaf that needs more than numpy is refused when read, naming chunk, item and leaf."""
+    from fractions import Fraction
+
+    from lit_streaming.format.serializers import PickleNotAllowedError
+
+    path = litdata_run.dataset("pickled")
+    assert json.loads(Path(path, "index.json").read_text())["config"]["data_format"] == [
+        "int",
+        "pickle",
+        "pickle",
+    ]
+    ds = StreamingDataset(path)
+    with pytest.raises(
+        PickleNotAllowedError, match=r"chunk-0-0.bin.*item 0 leaf \['ratio'\].*fractions.Fraction"
+    ):
+        ds[0]
+    trusted = StreamingDataset(path, allow_pickle=True)
+    for i in range(4):
+        got = trusted[i]
+        assert type(got["score"]) is np.float32 and got["score"] == np.float32(got["id"] / 4)
+        assert got["ratio"] == Fraction(got["id"], 3)
