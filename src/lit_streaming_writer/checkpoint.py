@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import json
 import logging
+import marshal
 import pickle
 import time
 from collections.abc import Callable, Sequence
@@ -45,12 +47,48 @@ def _item_bytes(item: Any) -> bytes:
 
 
 def _callable_key(fn: Callable) -> bytes:
-    """Name and bytecode of ``fn`` (through ``functools.partial``, with its bound arguments)."""
+    """What decides ``fn``'s behaviour, as bytes that are equal across processes and runs.
+
+    Functions: name, compiled code (constants included: ``lambda i: i * 2`` is not ``lambda i: i * 3``),
+    defaults and closure values. ``functools.partial``: the function and its bound arguments. Bound methods and
+    callable objects (``Sample(size=200)``): the code of their method and the object's pickled state, so that
+    two instances with other settings are two jobs. Parts that cannot be pickled are left out (a repr would
+    hold a memory address and differ in every process).
+    """
     if isinstance(fn, functools.partial):
         return _callable_key(fn.func) + _item_bytes((fn.args, sorted(fn.keywords.items())))
+    name = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}".encode()
     code = getattr(fn, "__code__", None)
-    name = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
-    return name.encode() + (code.co_code if code is not None else b"")
+    if code is not None:
+        cells = [c.cell_contents for c in (getattr(fn, "__closure__", None) or ()) if _has_contents(c)]
+        return name + _code_bytes(code) + _state_bytes((getattr(fn, "__defaults__", None), cells))
+    owner = getattr(fn, "__self__", None)
+    if owner is not None and hasattr(fn, "__func__"):  # a bound method
+        return _callable_key(fn.__func__) + _state_bytes(owner)
+    call_code = getattr(inspect.getattr_static(type(fn), "__call__", None), "__code__", None)
+    return name + (_code_bytes(call_code) if call_code is not None else b"") + _state_bytes(fn)
+
+
+def _code_bytes(code: Any) -> bytes:
+    try:
+        return marshal.dumps(code)
+    except ValueError:
+        return code.co_code
+
+
+def _state_bytes(obj: Any) -> bytes:
+    try:
+        return pickle.dumps(obj, protocol=4)
+    except Exception:
+        return b""
+
+
+def _has_contents(cell: Any) -> bool:
+    try:
+        _ = cell.cell_contents
+    except ValueError:  # an empty cell
+        return False
+    return True
 
 
 class Checkpointer:

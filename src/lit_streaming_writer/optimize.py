@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from lit_streaming.format import compression as zstd
-from lit_streaming.format.index import INDEX_FILENAME, DatasetIndex, merge_indexes
+from lit_streaming.format.index import (
+    INDEX_FILENAME,
+    DatasetIndex,
+    finished_jobs,
+    merge_indexes,
+    record_job,
+)
 from lit_streaming.format.units import parse_size
 from lit_streaming_writer import compat, launch
 from lit_streaming_writer.checkpoint import Checkpointer, fingerprint
@@ -92,7 +98,10 @@ def optimize(
     every worker succeeded. After a crash, rerunning the same call resumes from the workers' checkpoints and
     gives the same dataset, chunks included, as an uninterrupted run (a generator ``fn`` must yield the same
     samples for the same input); this is always on, whatever ``use_checkpoint`` says. ``timeout`` bounds, in
-    seconds, every wait of one worker for the others (and for the next ``queue`` item). Returns
+    seconds, every wait of one worker for the others (and for the next ``queue`` item), and the time a worker
+    spends on one input (a hung ``fn`` fails the job with ``WorkerError`` naming the input). Rerunning a call
+    that already finished (same fn, inputs, settings and mode; recorded in index.json) does nothing and
+    returns, so a job killed while shutting down after publishing never appends twice. Returns
     ``output_dir``'s location (LitData returns None).
     """
     if not callable(fn):
@@ -162,6 +171,8 @@ class _Plan:
     base: str  # digest of that dataset's index ("" when none); part of every worker's fingerprint
     first_chunk: int
     nonce: str = ""  # queue jobs: unique per call, so that no checkpoint of an earlier call is resumed
+    call_id: str = ""  # this call (settings, mode, fn, inputs), recorded in the index it publishes
+    finished: bool = False  # the output already holds this call's result: nothing to do
 
 
 class _OptimizeJob:
@@ -191,6 +202,15 @@ class _OptimizeJob:
         out = self.out
         out.ensure()
         text = out.read_text(INDEX_FILENAME)
+        call_id = (
+            fingerprint(dict(self.settings, mode=self.mode), self.fn, self.inputs, 0, len(self.inputs))
+            if self.work.inputs is not None
+            else ""
+        )
+        if text is not None and call_id:
+            done = DatasetIndex.from_json(text, out.path(INDEX_FILENAME)).config
+            if call_id in finished_jobs(done):  # a rerun of a call that finished (killed while shutting down)
+                return _Plan(None, "", 0, call_id=call_id, finished=True)
         if text is not None and self.mode is None:
             raise DatasetExistsError(
                 f"{out.url} already holds a dataset (index.json); pass mode='overwrite' to replace it or "
@@ -214,9 +234,11 @@ class _OptimizeJob:
         )
         base = hashlib.blake2b(text.encode(), digest_size=16).hexdigest() if existing else ""
         nonce = uuid.uuid4().hex if self.work.inputs is None else ""
-        return _Plan(existing, base, first_chunk, nonce)
+        return _Plan(existing, base, first_chunk, nonce, call_id)
 
-    def run(self, rank: int, world_size: int, plan: _Plan, progress: Progress) -> DatasetIndex:
+    def run(self, rank: int, world_size: int, plan: _Plan, progress: Progress) -> DatasetIndex | None:
+        if plan.finished:
+            return None
         split = self.work.split
         start, end = split.bounds(world_size)[rank] if split is not None else (0, 0)
         key = dict(self.settings, base=plan.base, first_chunk=plan.first_chunk, total=self.total)
@@ -272,6 +294,9 @@ class _OptimizeJob:
             number += 1
 
     def finish(self, plan: _Plan, parts: list[DatasetIndex]) -> str:
+        if plan.finished:  # only the leftovers of the interrupted shutdown remain to be removed
+            self.out.remove([n for n in self.out.names() if _PARTIAL_NAME.match(n)])
+            return self.out.url
         every = ([plan.existing] if plan.existing else []) + parts
         if any(part.chunks for part in every):
             merged = merge_indexes(every, self.out.url)
@@ -279,6 +304,8 @@ class _OptimizeJob:
             merged = DatasetIndex(
                 chunks=[], config=plan.existing.config if plan.existing else parts[0].config
             )
+        if plan.call_id:
+            merged.config = record_job(merged.config, plan.call_id)
         self.out.write_text(INDEX_FILENAME, merged.to_json())
         self.out.remove([f"{rank}.index.json" for rank in range(len(parts))])
         return self.out.url

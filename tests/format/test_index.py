@@ -16,8 +16,10 @@ from lit_streaming.format.index import (
     DatasetIndex,
     InvalidIndexError,
     check_relative_filename,
+    finished_jobs,
     merge_indexes,
     read_index,
+    record_job,
     write_text_atomic,
 )
 from lit_streaming.format.units import parse_size
@@ -32,6 +34,7 @@ CONFIG_KEYS = {
     "encryption",
     "format_version",
     "item_loader",
+    "jobs",  # ids of the optimize calls that wrote it (reruns of a finished call do nothing)
 }
 CHUNK_KEYS = {"chunk_bytes", "chunk_size", "dim", "filename", "checksum", "file_bytes"}
 
@@ -399,3 +402,16 @@ def test_parse_size_rejects_non_sizes(value):
 def test_parse_size_rejects_wrong_types(value):
     with pytest.raises(TypeError, match="chunk_bytes"):
         parse_size(value, "chunk_bytes")
+
+
+def test_finished_jobs_are_recorded_capped_and_ignored_when_merging():
+    config = _config()
+    assert finished_jobs(config) == []
+    for k in range(70):
+        config = record_job(config, f"job{k}")
+    assert finished_jobs(config) == [f"job{k}" for k in range(6, 70)]  # the last 64
+    assert finished_jobs(record_job(config, "job10"))[-1] == "job10"
+    assert finished_jobs({"jobs": "not a list"}) == [] and finished_jobs({"jobs": [1, "a"]}) == ["a"]
+    appended = DatasetIndex([ChunkEntry("chunk-0-0.bin", 1, 24)], config)
+    part = DatasetIndex([ChunkEntry("chunk-0-1.bin", 1, 24)], _config())
+    assert finished_jobs(merge_indexes([appended, part], "src").config) == finished_jobs(config)

@@ -208,3 +208,26 @@ def test_pins_beyond_the_budget_fail_loudly_instead_of_growing_the_cache(s3_buck
     with pytest.raises(CacheFullError, match=r"is full: max_cache_size=\d+ bytes.*pinned by this reader"):
         source.chunk_path(4, index.chunks[4])
     assert tree_bytes(source.cache_path) <= limit + chunk
+
+
+def test_the_bound_holds_for_a_dataset_five_times_the_cache_with_the_default_window(s3_bucket, tmp_path):
+    """The adversarial run of issue 12 item 1 through a plain torch DataLoader: 1.6 MB budget, ~0.36 MB chunks,
+    2 workers, batch 8, the default shuffle window (16 chunks a reader, far more than the budget holds). Each
+    worker shrinks its window to the budget (tests/integration/test_cache_window.py checks the warning with
+    StreamingDataLoader); the bound holds."""
+    bucket, options = s3_bucket
+    local = write_dataset(tmp_path / "big", n=44, chunk_size=2, size=180_000)  # 22 chunks of ~0.36 MB
+    upload(local, f"{bucket}/big", options)
+    chunk = max((local / name).stat().st_size for name in chunk_names(local))
+    limit = 1_600_000
+    assert tree_bytes(str(local)) > 4.9 * limit
+    cache = str(tmp_path / "cache")
+    ds = StreamingDataset(
+        f"{bucket}/big", storage_options=options, cache_dir=cache, max_cache_size=limit, shuffle=True
+    )
+    loader = DataLoader(ds, batch_size=8, num_workers=2, collate_fn=collate_ids)
+    with CacheMonitor(cache, entry=ds._source.cache_path) as monitor:
+        ids = [i for batch in loader for i in batch]
+    assert sorted(ids) == list(range(44))
+    assert monitor.samples > 10
+    assert monitor.peak <= limit + 2 * chunk  # max_cache_size plus one chunk per downloading worker

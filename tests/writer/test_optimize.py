@@ -91,8 +91,8 @@ def test_workers_with_different_structures_publish_nothing(tmp_path):
 
 def test_mode_none_refuses_an_existing_dataset(tmp_path):
     optimize(sample, range(10), str(tmp_path), chunk_size=4, num_workers=2)
-    with pytest.raises(DatasetExistsError, match="mode='overwrite'"):
-        optimize(sample, range(10), str(tmp_path), chunk_size=4, num_workers=2)
+    with pytest.raises(DatasetExistsError, match="mode='overwrite'"):  # another call (a rerun of the same
+        optimize(sample, range(11), str(tmp_path), chunk_size=4, num_workers=2)  # one finds it done)
 
 
 def test_mode_overwrite_replaces_everything(tmp_path):

@@ -50,7 +50,8 @@ def test_s3_modes(s3_bucket, tmp_path):
     url = f"{bucket}/modes"
     optimize(sample, range(10), url, chunk_size=3, num_workers=2, storage_options=options)
     with pytest.raises(DatasetExistsError):
-        optimize(sample, range(10), url, chunk_size=3, num_workers=2, storage_options=options)
+        optimize(sample, range(11), url, chunk_size=3, num_workers=2, storage_options=options)
+    optimize(sample, range(10), url, chunk_size=3, num_workers=2, storage_options=options)  # a finished rerun
     optimize(sample, range(10, 15), url, chunk_size=3, num_workers=2, storage_options=options, mode="append")
     assert read_samples(download(url, options, tmp_path / "a")) == [sample(i) for i in range(15)]
     optimize(sample, range(4), url, chunk_size=3, num_workers=2, storage_options=options, mode="overwrite")

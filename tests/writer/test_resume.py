@@ -4,6 +4,7 @@ checkpoints and the dataset equals an uninterrupted run's, chunk for chunk."""
 from __future__ import annotations
 
 import functools
+import json
 import os
 import signal
 import subprocess
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 from _writer_helpers import calls, chunk_files, kill_once, read_samples, sample, slow_sample
 
-from lit_streaming_writer import WorkerError, optimize
+from lit_streaming_writer import DatasetExistsError, WorkerError, optimize
 
 HERE = Path(__file__).parent
 
@@ -124,3 +125,63 @@ def test_a_killed_checkpoint_write_leaves_no_temp_file_in_the_finished_dataset(t
     optimize(fn, range(20), str(out), chunk_size=2, num_workers=2)
     assert read_samples(out) == [sample(i) for i in range(20)]
     assert sorted(os.listdir(out)) == sorted([*chunk_files(out), "index.json"])
+
+
+# ---- a rerun of a call that already finished (issue 12 items 10 and 11) ------------------------------------------
+def _shutdown_killed_after_publishing(out: Path, ranks: int) -> None:
+    """What a kill in the shutdown window leaves: the published index.json and the ranks' final checkpoints
+    (finish deletes those last)."""
+    index = json.loads((out / "index.json").read_text())
+    for rank in range(ranks):
+        (out / f"{rank}.index.json").write_text(json.dumps({"chunks": [], "config": index["config"]}))
+
+
+def test_rerunning_a_finished_append_does_not_append_again(tmp_path):
+    out = tmp_path / "out"
+    optimize(sample, range(200), str(out), chunk_size=5, num_workers=2)
+    optimize(sample, range(200, 300), str(out), chunk_size=5, num_workers=2, mode="append")
+    _shutdown_killed_after_publishing(out, 2)
+    before = chunk_files(out)
+    optimize(
+        sample, range(200, 300), str(out), chunk_size=5, num_workers=2, mode="append"
+    )  # as the README says
+    assert read_samples(out) == [sample(i) for i in range(300)]  # 300, none twice
+    assert chunk_files(out) == before
+    assert sorted(os.listdir(out)) == sorted([*chunk_files(out), "index.json"])
+    optimize(
+        sample, range(300, 310), str(out), chunk_size=5, num_workers=2, mode="append"
+    )  # a new call appends
+    assert read_samples(out) == [sample(i) for i in range(310)]
+
+
+def test_rerunning_a_finished_job_reports_success(tmp_path):
+    out = tmp_path / "out"
+    assert optimize(sample, range(50), str(out), chunk_size=5, num_workers=2) == str(out)
+    _shutdown_killed_after_publishing(out, 2)
+    assert optimize(sample, range(50), str(out), chunk_size=5, num_workers=2) == str(
+        out
+    )  # no DatasetExistsError
+    assert read_samples(out) == [sample(i) for i in range(50)]
+    assert sorted(os.listdir(out)) == sorted([*chunk_files(out), "index.json"])
+    with pytest.raises(DatasetExistsError):  # another call still may not write over it
+        optimize(sample, range(60), str(out), chunk_size=5, num_workers=2)
+
+
+class Tagged:
+    """A callable object: two instances with other tags are other jobs, though their code is the same."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+
+    def __call__(self, i: int) -> dict:
+        return {"i": i, "tag": self.tag}
+
+
+def test_calls_differing_only_in_a_callable_objects_state_are_different_jobs(tmp_path):
+    out = tmp_path / "out"
+    optimize(Tagged("a"), range(10), str(out), chunk_size=4, num_workers=1)
+    optimize(Tagged("b"), range(10), str(out), chunk_size=4, num_workers=1, mode="overwrite")
+    assert read_samples(out) == [{"i": i, "tag": "b"} for i in range(10)]
+    optimize(lambda i: {"i": i * 2}, range(5), str(out), chunk_size=4, num_workers=1, mode="overwrite")
+    optimize(lambda i: {"i": i * 3}, range(5), str(out), chunk_size=4, num_workers=1, mode="overwrite")
+    assert read_samples(out) == [{"i": i * 3} for i in range(5)]

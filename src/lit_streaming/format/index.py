@@ -20,6 +20,8 @@ from lit_streaming.format.compression import INFLATE_FLOOR, MAX_INFLATE_RATIO, i
 
 INDEX_FILENAME = "index.json"
 FORMAT_VERSION = 1
+JOBS_KEY = "jobs"  # in config: ids of the writing calls that produced it (see ``finished_jobs``)
+MAX_JOBS = 64
 _CHUNK_KEYS = ("chunk_bytes", "chunk_size", "dim", "filename", "checksum", "file_bytes")
 _CHUNK_KEY_SET = frozenset(_CHUNK_KEYS)
 # Names made only of these characters, without a "." or ".." component or a leading "/", cannot leave the
@@ -351,4 +353,21 @@ def merge_indexes(parts: list[DatasetIndex], source: str) -> DatasetIndex:
 
 
 def _config_body(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k not in ("chunk_bytes", "chunk_size")}
+    return {k: v for k, v in config.items() if k not in ("chunk_bytes", "chunk_size", JOBS_KEY)}
+
+
+def finished_jobs(config: dict[str, Any]) -> list[str]:
+    """Ids of the writing calls whose output this index already holds (``config["jobs"]``), oldest first.
+
+    ``optimize`` records its call's id when it publishes the index, so that rerunning a call that already
+    finished (its process killed during shutdown, after publishing) is recognised and does nothing instead of
+    appending the same samples again or refusing an existing dataset. LitData's reader ignores the key.
+    """
+    jobs = config.get(JOBS_KEY)
+    return [j for j in jobs if isinstance(j, str)] if isinstance(jobs, list) else []
+
+
+def record_job(config: dict[str, Any], job_id: str) -> dict[str, Any]:
+    """``config`` with ``job_id`` appended to its finished jobs (the last ``MAX_JOBS`` are kept)."""
+    jobs = [j for j in finished_jobs(config) if j != job_id][-(MAX_JOBS - 1) :] + [job_id]
+    return dict(config, **{JOBS_KEY: jobs})
