@@ -161,3 +161,22 @@ def test_a_billion_sample_split_costs_o_chunks():
     assert len(train) + len(val) == chunks + 1  # one chunk is shared at the cut
     assert int((train[:, 2] - train[:, 1]).sum()) == at
     assert keys.size == 1000 and elapsed < 10
+
+
+def test_splits_mix_in_a_combined_dataset_exactly_once(data_dir):
+    from lit_streaming import CombinedStreamingDataset
+
+    train, val = train_test_split(StreamingDataset(data_dir, shuffle=True), splits=[0.7, 0.3])
+    mixed = CombinedStreamingDataset([train, val], iterate_over_all=True)
+    loader = StreamingDataLoader(mixed, batch_size=6, num_workers=2)
+    assert sorted(i for b in loader for i in b["id"].tolist()) == list(range(N))
+
+
+def test_split_with_index_path_pickles(data_dir, tmp_path):
+    import pickle
+    import shutil
+
+    shutil.copy(f"{data_dir}/index.json", tmp_path / "index.json")
+    train, _ = train_test_split(StreamingDataset(data_dir, index_path=str(tmp_path)), splits=[0.5, 0.5])
+    clone = pickle.loads(pickle.dumps(train))  # what spawn-started workers receive
+    assert [s["id"] for s in clone[:]] == [s["id"] for s in train[:]]
