@@ -194,3 +194,16 @@ def test_bad_arguments_named(dirs, kwargs, match):
 def test_plain_iteration_and_as_plain(dirs):
     ds = ParallelStreamingDataset([StreamingDataset(dirs[0]), StreamingDataset(dirs[1])])
     assert as_plain(list(ds)[:2]) == [[0, 1000], [1, 1001]]
+
+
+def test_children_may_be_mixes_and_splits(dirs):
+    from lit_streaming import CombinedStreamingDataset, train_test_split
+
+    mix = CombinedStreamingDataset([StreamingDataset(dirs[0]), StreamingDataset(dirs[1])])
+    train, _ = train_test_split(StreamingDataset(dirs[0], shuffle=True), splits=[0.5, 0.5])
+    ds = ParallelStreamingDataset([mix, train], length=2 * (A + B))
+    pairs = _pairs(StreamingDataLoader(ds, batch_size=5, num_workers=2))
+    assert Counter(a for a, _ in pairs) == Counter(2 * [*range(A), *range(1000, 1000 + B)])
+    # the 15-sample split cycled over 100 positions: 6 whole cycles and 10 samples of a seventh
+    seconds = Counter(b for _, b in pairs)
+    assert set(seconds) == set(train[:]) and sorted(seconds.values()) == [6] * 5 + [7] * 10
