@@ -118,3 +118,14 @@ def test_cprofile_outputs(data_dir, tmp_path):
 def test_bad_profile_arguments_named(data_dir, kwargs, name):
     with pytest.raises(ValueError, match=name):
         StreamingDataLoader(StreamingDataset(data_dir), **kwargs)
+
+
+def test_recorder_is_bounded():
+    from lit_streaming.profiling import TraceRecorder
+
+    rec = TraceRecorder("p", max_events=3)
+    for i in range(10):
+        rec.span("s", "c", float(i), float(i + 1))
+    events = rec.all_events()
+    assert sum(e["ph"] == "X" for e in events) == 3
+    assert events[-1]["name"] == "dropped_events" and events[-1]["args"]["dropped"] == 7

@@ -231,7 +231,8 @@ class StreamingDataLoader(DataLoader):
         """Add this iteration's main and worker events to the run's and rewrite the trace file."""
         out: str = self._profile_out  # type: ignore[assignment]
         workers = profiling.collect(out, self._epoch, rank, expected_workers, timeout=30.0)
-        self._trace_events.extend(recorder.events + workers)
+        room = max(0, profiling.MAX_EVENTS * (1 + self.num_workers) - len(self._trace_events))
+        self._trace_events.extend((recorder.all_events() + workers)[:room])  # bounded over a long run
         self.profile_trace = profiling.write_trace(profiling.trace_path(out, rank), self._trace_events)
 
     def _watch(self, batch: Any) -> None:

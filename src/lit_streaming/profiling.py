@@ -31,16 +31,26 @@ def now_us() -> float:
     return time.perf_counter_ns() / 1000.0
 
 
-class TraceRecorder:
-    """Collects complete ("X") events for one process."""
+#: Events one process keeps (viztracer's default buffer is the same size): a whole-run trace of a long job keeps
+#: its first spans and counts the rest instead of growing without bound.
+MAX_EVENTS = 1_000_000
 
-    def __init__(self, process_name: str) -> None:
+
+class TraceRecorder:
+    """Collects complete ("X") events for one process, at most ``max_events`` (then counts the dropped)."""
+
+    def __init__(self, process_name: str, max_events: int = MAX_EVENTS) -> None:
         self.pid = os.getpid()
+        self.max_events = max_events
+        self.dropped = 0
         self.events: list[dict[str, Any]] = [
             {"ph": "M", "name": "process_name", "pid": self.pid, "tid": 0, "args": {"name": process_name}}
         ]
 
     def span(self, name: str, cat: str, start_us: float, end_us: float, **args: Any) -> None:
+        if len(self.events) > self.max_events:
+            self.dropped += 1
+            return
         self.events.append(
             {
                 "ph": "X",
@@ -54,10 +64,17 @@ class TraceRecorder:
             }
         )
 
+    def all_events(self) -> list[dict[str, Any]]:
+        """The events, with a ``dropped_events`` counter when the buffer filled."""
+        if not self.dropped:
+            return self.events
+        note = {"ph": "C", "name": "dropped_events", "pid": self.pid, "tid": 0, "ts": now_us()}
+        return [*self.events, {**note, "args": {"dropped": self.dropped}}]
+
     def dump(self, path: str) -> None:
         tmp = f"{path}.tmp"
         with open(tmp, "w") as f:
-            json.dump(self.events, f)
+            json.dump(self.all_events(), f)
         os.replace(tmp, path)
 
 
