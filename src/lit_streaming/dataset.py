@@ -51,7 +51,8 @@ class StreamingDataset(Stream):
             the chunk files.
         cache_dir: root of the node-local cache shared by all datasets (each dataset version gets its own
             folder in it); default ``$LIT_STREAMING_CACHE_DIR`` or ``~/.cache/lit_streaming``.
-        max_cache_size: disk budget for this dataset's cached chunks (``"50GB"``); remote datasets only.
+        max_cache_size: disk budget for this dataset's cached chunks (``"50GB"``, a fraction of the free disk such
+            as ``0.9``, or ``None`` for LitData's 75% of it); remote datasets only.
         storage_options: passed to this dataset's own fsspec filesystem (endpoint_url, key, secret, anon...).
         item_loader: ``TokensLoader(block_size)`` for token datasets; the default reads any pytree sample.
         shuffle: a new order every epoch from (seed, epoch), mixed across ``shuffle_window`` chunks.
@@ -59,11 +60,18 @@ class StreamingDataset(Stream):
             batches; ``False`` pads ranks with fewer than world_size repeats. ``None`` means ``True`` when
             running distributed and ``False`` otherwise (LitData's default).
         subsample: fraction of the dataset to use (> 1 repeats samples), fixed by ``seed``.
-        transform: applied to every sample returned by ``ds[i]`` and by iteration.
+        transform: a callable or a list of callables (applied in order) for every sample returned by ``ds[i]``,
+            slices and iteration; without it, a subclass's ``transform(self, sample)`` method is used.
         allow_pickle: read ``pickle`` leaves. Unpickling runs code, so it is off unless you trust the data.
         shuffle_window: how many chunks are mixed together when shuffling (more mixing, more open chunks).
         format: the on-disk format, detected from what is at ``input_dir`` when None: ``"litdata"``, ``"mds"``
             (MosaicML Streaming), ``"wds"`` (WebDataset tars), ``"parquet"`` (LitData's Parquet index).
+
+    LitData 0.2.76's other arguments (keyword-only here; see ``dataset_compat`` and the README's "LitData
+    compatibility: reading"): ``max_pre_download`` chunks are fetched ahead of each reader; ``session_options``
+    become s3fs options; ``index_path`` names the ``index.json`` (folder or file) when it lives elsewhere;
+    ``force_override_state_dict``, ``num_canonical_nodes``, ``batch_decode`` and ``item_shuffle_window`` are
+    validated and have no effect; ``serializers``, ``encryption`` and ``window_direct_io=True`` are refused.
     """
 
     def __init__(
