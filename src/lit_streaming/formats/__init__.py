@@ -11,7 +11,7 @@ from typing import Any
 
 # Importing a format registers it. Their detections exclude each other (LitData's 'chunks' index, its
 # ParquetLoader variant, MDS's 'shards' index, WebDataset tars without any index), so order does not matter.
-from lit_streaming.formats import litdata, mds, parquet, wds  # noqa: E402
+from lit_streaming.formats import litdata, mds, parquet, wds
 from lit_streaming.formats.base import (
     FileAccess,
     FormatError,
