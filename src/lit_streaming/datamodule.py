@@ -40,6 +40,7 @@ class DatasetOptions:
     cache_dir: str | None = None
     max_cache_size: int | str = "100GB"
     storage_options: dict[str, Any] | None = None
+    format: str | None = None  # detected from what is at the path when None: litdata, mds, wds, parquet
 
     def build(self, path: str, split: str, transform: Callable[[Any], Any] | None) -> StreamingDataset:
         kwargs = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "block_size"}
