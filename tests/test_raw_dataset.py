@@ -157,3 +157,14 @@ def test_setup_must_return_a_list(folder):
 
     with pytest.raises(TypeError, match="setup"):
         Bad(str(folder))
+
+
+def test_custom_indexer_subclass(folder):
+    from lit_streaming.raw import BaseIndexer
+
+    class OnlyCaptions(BaseIndexer):  # LitData's documented extension point: discover_files only
+        def discover_files(self, input_dir, storage_options):
+            return [FileMetadata(str(p), p.stat().st_size) for p in sorted((folder / "sub").iterdir())]
+
+    dataset = StreamingRawDataset(str(folder), indexer=OnlyCaptions(), transform=bytes.decode)
+    assert [dataset[i] for i in range(len(dataset))] == [f"caption {i}" for i in range(6)]

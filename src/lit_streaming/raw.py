@@ -16,6 +16,7 @@ import json
 import os
 import random
 import threading
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -50,7 +51,39 @@ class FileMetadata:
         return cls(path=data["path"], size=data["size"])
 
 
-class FileIndexer:
+class BaseIndexer(ABC):
+    """How files are discovered (LitData's base class): a subclass implements :meth:`discover_files`; the
+    listing is cached and reused by :meth:`build_or_load_index`."""
+
+    @abstractmethod
+    def discover_files(self, input_dir: str, storage_options: dict[str, Any] | None) -> list[FileMetadata]:
+        """Every file of the dataset under ``input_dir``."""
+
+    def build_or_load_index(
+        self,
+        input_dir: str,
+        cache_dir: str | None,
+        storage_options: dict[str, Any] | None,
+        recompute_index: bool = False,
+    ) -> list[FileMetadata]:
+        """The listing, from ``cache_dir`` when one was saved there and ``recompute_index`` is False."""
+        path = os.path.join(cache_dir, "files.json") if cache_dir else None
+        if path and not recompute_index and os.path.exists(path):
+            with open(path) as f:
+                return [FileMetadata.from_dict(d) for d in json.load(f)]
+        files = self.discover_files(input_dir, storage_options)
+        if not files:
+            raise ValueError(f"StreamingRawDataset: no files found under {input_dir}")
+        if path:
+            os.makedirs(cache_dir, exist_ok=True)  # type: ignore[arg-type]
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                json.dump([fm.to_dict() for fm in files], f)
+            os.replace(tmp, path)
+        return files
+
+
+class FileIndexer(BaseIndexer):
     """Lists the files under a folder or URL, up to ``max_depth`` levels, keeping ``extensions`` only (e.g.
     ``[".jpg", ".png"]``, case-insensitive; all files when empty), sorted by path."""
 
@@ -81,25 +114,6 @@ class FileIndexer:
             return False
         return not self.extensions or os.path.splitext(base)[1].lower() in self.extensions
 
-    def build_or_load_index(
-        self, input_dir: str, cache_dir: str | None, storage_options: dict[str, Any] | None, recompute: bool
-    ) -> list[FileMetadata]:
-        """The listing, from ``cache_dir`` when one was saved there and ``recompute`` is False."""
-        path = os.path.join(cache_dir, "files.json") if cache_dir else None
-        if path and not recompute and os.path.exists(path):
-            with open(path) as f:
-                return [FileMetadata.from_dict(d) for d in json.load(f)]
-        files = self.discover_files(input_dir, storage_options)
-        if not files:
-            raise ValueError(f"StreamingRawDataset: no files found under {input_dir}")
-        if path:
-            os.makedirs(cache_dir, exist_ok=True)  # type: ignore[arg-type]
-            tmp = f"{path}.{os.getpid()}.tmp"
-            with open(tmp, "w") as f:
-                json.dump([fm.to_dict() for fm in files], f)
-            os.replace(tmp, path)
-        return files
-
 
 class StreamingRawDataset(Dataset):
     """Items built from the raw files under ``input_dir`` (override :meth:`setup` to group or filter them).
@@ -127,7 +141,7 @@ class StreamingRawDataset(Dataset):
         self,
         input_dir: str,
         cache_dir: str | None = None,
-        indexer: FileIndexer | None = None,
+        indexer: BaseIndexer | None = None,
         storage_options: dict | None = None,
         cache_files: bool = False,
         recompute_index: bool = False,
