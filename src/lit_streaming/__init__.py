@@ -29,10 +29,20 @@ _EXPORTS: dict[str, str] = {
     "merge_datasets": "lit_streaming_writer.merge",
     "optimize": "lit_streaming_writer.optimize",
     "walk": "lit_streaming_writer.walk",
+    # LitData's leaf wrappers for ``optimize`` (``ld.Image(path=...)``)
+    "Audio": "lit_streaming.format.serializers",
+    "File": "lit_streaming.format.serializers",
+    "Image": "lit_streaming.format.serializers",
+    "Text": "lit_streaming.format.serializers",
+    "Tiff": "lit_streaming.format.serializers",
+    "Video": "lit_streaming.format.serializers",
 }
 
 __all__ = [
+    "Audio",
     "CombinedStreamingDataset",
+    "File",
+    "Image",
     "ParallelStreamingDataset",
     "PyTreeLoader",
     "ResumeError",
@@ -40,7 +50,10 @@ __all__ = [
     "StreamingDataModule",
     "StreamingDataset",
     "StreamingRawDataset",
+    "Text",
+    "Tiff",
     "TokensLoader",
+    "Video",
     "map",
     "merge_datasets",
     "optimize",
@@ -54,6 +67,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from lit_streaming.dataloader import ResumeError, StreamingDataLoader
     from lit_streaming.datamodule import StreamingDataModule
     from lit_streaming.dataset import StreamingDataset
+    from lit_streaming.format.serializers import Audio, File, Image, Text, Tiff, Video
     from lit_streaming.item_loaders import PyTreeLoader, TokensLoader
     from lit_streaming.parallel import ParallelStreamingDataset
     from lit_streaming.raw import StreamingRawDataset
