@@ -332,15 +332,21 @@ def write_text_atomic(path: str, text: str) -> None:
 
 def merge_indexes(parts: list[DatasetIndex], source: str) -> DatasetIndex:
     """Concatenate partial indexes in the given order; their configs must agree (ignoring a 'not yet known'
-    data format from writers that produced no sample)."""
+    data format from writers that produced no sample). Leaf formats agree when one writer's sample could share
+    a column with another's (``serializers.same_column``: ``image:jpg`` and ``image:png``, ``pil`` and
+    ``jpeg``), as within one writer; the merged index keeps the first writer's names, as LitData's does."""
     numbered = [(k, p) for k, p in enumerate(parts) if p.chunks]
     if not numbered:
         raise InvalidIndexError(f"{source}: no chunks were written (did every input return None?)")
     first, config = numbered[0][0], dict(numbered[0][1].config)
     for k, part in numbered[1:]:
-        if _config_body(part.config) != _config_body(config):
+        if _config_body(part.config) != _config_body(config) or not _same_columns(
+            config.get("data_format"), part.config.get("data_format")
+        ):
             differing = sorted(
-                key for key in set(config) | set(part.config) if config.get(key) != part.config.get(key)
+                key
+                for key in set(config) | set(part.config)
+                if config.get(key) != part.config.get(key) and key not in _MERGED_KEYS
             )
             raise InvalidIndexError(
                 f"{source}: partial index #{k} disagrees with #{first} on {differing}: "
@@ -352,8 +358,20 @@ def merge_indexes(parts: list[DatasetIndex], source: str) -> DatasetIndex:
     return DatasetIndex(chunks=chunks, config=config)
 
 
+_MERGED_KEYS = ("chunk_bytes", "chunk_size", JOBS_KEY)  # may differ between partial indexes
+
+
 def _config_body(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k not in ("chunk_bytes", "chunk_size", JOBS_KEY)}
+    """The config keys partial indexes must agree on exactly (``data_format`` is compared by column)."""
+    return {k: v for k, v in config.items() if k not in (*_MERGED_KEYS, "data_format")}
+
+
+def _same_columns(first: Any, other: Any) -> bool:
+    if not isinstance(first, list) or not isinstance(other, list) or len(first) != len(other):
+        return first == other
+    from lit_streaming.format.serializers import same_column  # loads torch: only writers merge indexes
+
+    return all(same_column(a, b) for a, b in zip(first, other, strict=True))
 
 
 def finished_jobs(config: dict[str, Any]) -> list[str]:
