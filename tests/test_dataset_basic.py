@@ -170,7 +170,10 @@ def test_missing_folder_names_the_path(tmp_path):
         StreamingDataset(str(tmp_path / "nope"))
 
 
-@pytest.mark.parametrize("text", ["", "{", "[1, 2]", '{"chunks": [], "config": null}', "\x00\x01"])
+# '{"chunks": [], "config": null}' is LitData's empty dataset, read as one (tests/test_empty_datasets.py)
+@pytest.mark.parametrize(
+    "text", ["", "{", "[1, 2]", '{"chunks": []}', '{"chunks": [], "config": 3}', "\x00\x01"]
+)
 def test_invalid_index_names_the_path(tmp_path, text):
     (tmp_path / "index.json").write_text(text)
     with pytest.raises(InvalidIndexError, match=str(tmp_path / "index.json")):

@@ -50,7 +50,8 @@ class ItemLoader(ABC):
     def setup(self, index: DatasetIndex, source: str, allow_pickle: bool) -> None:
         self._source = source
         data_format = index.data_format
-        if not data_format:
+        self._empty = not data_format and not index.chunks
+        if not data_format and not self._empty:
             raise InvalidIndexError(f"{source}: config.data_format is empty")
         # Our writer never pickles numpy scalars, so a pickle leaf in an index it wrote holds arbitrary
         # objects: refuse before any chunk is read. LitData pickles numpy scalars, which the restricted
@@ -231,6 +232,8 @@ class TokensLoader(ItemLoader):
         super().setup(index, source, allow_pickle)
         if self.block_size is None:
             raise ValueError("TokensLoader needs `block_size` to read a dataset")
+        if self._empty:  # an empty dataset (no chunks, no leaf formats): nothing to check or read
+            return
         if len(self._formats) != 1 or self._formats[0].split(":")[0] not in (
             "no_header_numpy",
             "no_header_tensor",
@@ -283,7 +286,9 @@ def loader_for(index: DatasetIndex, requested: ItemLoader | None, source: str) -
         if written != "PyTreeLoader":
             raise InvalidIndexError(f"{source}: item loader {written!r} is not supported")
         return PyTreeLoader()
-    if type(requested).__name__ != written:
+    # LitData's empty dataset records no config at all (``"config": null``): any loader reads its nothing.
+    unknown = not index.chunks and not index.config.get("item_loader")
+    if type(requested).__name__ != written and not unknown:
         raise ValueError(
             f"{source} was written with {written}, but item_loader={type(requested).__name__} was given"
         )

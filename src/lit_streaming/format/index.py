@@ -273,6 +273,8 @@ class DatasetIndex:
         if not isinstance(data, dict) or not isinstance(data.get("chunks"), list):
             raise InvalidIndexError(f"{source} has no 'chunks' list; is this a LitData/lit-streaming index?")
         config = data.get("config")
+        if "config" in data and config is None and not data["chunks"]:
+            config = {}  # LitData's empty dataset (every input skipped): {"chunks": [], "config": null}
         if not isinstance(config, dict):
             raise InvalidIndexError(f"{source} has no 'config' object")
         if config.get("encryption"):
