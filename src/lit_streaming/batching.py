@@ -18,6 +18,8 @@ import torch
 from torch.utils.data import get_worker_info
 from torch.utils.data._utils.collate import collate, default_collate_fn_map
 
+from lit_streaming.per_process import PerProcess
+
 MAX_SLOTS = 64
 _MIN_POOLED_BYTES = 1 << 14  # below this a fresh segment is as cheap as a slot lookup
 _HEADER = 64  # bytes before the data: magic, token, worker, slot (keeps the data 64-byte aligned)
@@ -70,15 +72,14 @@ class PooledCollate:
 
     def __init__(self, num_workers: int) -> None:
         self.table = torch.zeros((max(1, num_workers), MAX_SLOTS), dtype=torch.int64).share_memory_()
-        self._pool: _WorkerPool | None = None
+        self._pool: PerProcess[_WorkerPool] = PerProcess()
 
     def __call__(self, batch: list[Any]) -> Any:
         info = get_worker_info()
         if info is None:
             return collate(batch, collate_fn_map=default_collate_fn_map)
-        if self._pool is None or self._pool.pid != os.getpid():
-            self._pool = _WorkerPool(self.table, info.id)
-        pool = self._pool
+        worker_id = info.id
+        pool = self._pool.get_or_set(lambda: _WorkerPool(self.table, worker_id))
 
         def stack_tensors(items: list[torch.Tensor], *, collate_fn_map: Any = None) -> torch.Tensor:
             first = items[0]
@@ -93,9 +94,6 @@ class PooledCollate:
             return default_collate_fn_map[torch.Tensor](items, collate_fn_map=collate_fn_map)
 
         return collate(batch, collate_fn_map={**default_collate_fn_map, torch.Tensor: stack_tensors})
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"table": self.table, "_pool": None}
 
     def watch(self, batch: Any) -> None:
         """Main process: free each pooled slot of ``batch`` once nothing views it any more."""

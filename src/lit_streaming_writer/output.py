@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import fsspec
 
 from lit_streaming.format.index import write_text_atomic
+from lit_streaming.per_process import PerProcess
 
 if TYPE_CHECKING:  # imported where used: importing the writer must not load the read side's storage package
     from lit_streaming.storage.settings import StorageSettings
@@ -45,8 +46,7 @@ class Output:
         self._rng = random.Random()
         self.is_local = "://" not in url or url.startswith("file://")
         self.storage_options = dict(storage_options or {})
-        self._fs: Any = None
-        self._fs_pid = -1
+        self._fs: PerProcess[Any] = PerProcess()
         if self.is_local:
             self.root = os.path.abspath(os.path.expanduser(url.removeprefix("file://")))
             self.url = self.root
@@ -58,11 +58,13 @@ class Output:
     @property
     def fs(self) -> Any:
         """The fsspec file system, made in the process that uses it: fsspec instances are not fork-safe."""
-        if self._fs_pid != os.getpid():
-            self._fs = fsspec.filesystem(fsspec.core.split_protocol(self.url)[0], **self.storage_options)
-            self._fs_pid = os.getpid()
+        fs = self._fs.get()
+        if fs is None:
+            fs = self._fs.set(
+                fsspec.filesystem(fsspec.core.split_protocol(self.url)[0], **self.storage_options)
+            )
             self._rng = random.Random()  # forked workers must not retry in lockstep
-        return self._fs
+        return fs
 
     def _remote(self, what: str, request: Callable[[], T], action: str = "read") -> T:
         """One remote request about ``what`` (a path), retried on transient failures; past the retry bound a

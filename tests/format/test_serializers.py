@@ -192,6 +192,34 @@ def test_deserialize_is_zero_copy_and_silent() -> None:
     assert array[0] == 9
 
 
+def test_decoding_touches_no_process_wide_warning_filters(tmp_path: Any, monkeypatch: Any) -> None:
+    """``catch_warnings`` rewrites the process-wide filter list (not thread-safe): no decode may enter it,
+    and none may warn either (torch's non-writable buffer warning, torchvision's deprecation)."""
+    with Image.open(_jpeg(tmp_path, "RGB")) as image:
+        jpeg = bytes(serialize_leaf(image)[0])
+    png = io.BytesIO()
+    Image.new("RGB", (5, 4), (1, 2, 3)).save(png, format="PNG")
+    leaves = [
+        (jpeg, "jpeg"),
+        (png.getvalue(), "image:png"),
+        (serialize_leaf(torch.ones(2, 3))[0], "tensor"),
+        (serialize_leaf(torch.arange(5))[0], "no_header_tensor:18"),
+    ]
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a decode entered warnings.catch_warnings")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        monkeypatch.setattr(warnings, "catch_warnings", refuse)
+        try:
+            for data, fmt in leaves:
+                for buffer in (bytes(data), memoryview(bytearray(data)), memoryview(bytes(data))):
+                    assert deserialize_leaf(buffer, fmt).numel()
+        finally:
+            monkeypatch.undo()
+
+
 @pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "1", "P", "I", "F", "I;16", "LA", "CMYK"])
 def test_pil_matches_litdata(mode: str) -> None:
     image = Image.effect_mandelbrot((13, 7), (-2, -1, 1, 1), 30).convert(mode)

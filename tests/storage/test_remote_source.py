@@ -105,7 +105,7 @@ def test_a_pickled_dataset_makes_its_own_client_and_pool(tmp_path, dataset, memo
     ds = StreamingDataset(memory_url, cache_dir=str(tmp_path / "cache"), shuffle=True)
     list(ds)  # starts the fetcher: a thread pool, a client, pins
     clone = pickle.loads(pickle.dumps(ds))
-    assert clone._source._fetcher is None and clone._source._files._fs is None
+    assert clone._source._fetcher.get() is None and clone._source._files._fs.get() is None
     assert sorted(s["i"] for s in clone) == list(range(40))
 
 

@@ -3,14 +3,17 @@
 Every pytree leaf of a sample is stored as one payload plus a format name in ``data_format``.
 The byte layouts match LitData exactly so that datasets written by either library read in the
 other (see DESIGN.md section 4). Deserializers are on the read hot path, so they build arrays and
-tensors directly on the given buffer (usually a memoryview of an mmap'ed chunk) instead of
-copying: the results are *read-only* views that keep the buffer alive. Call ``.copy()`` /
-``.clone()`` before writing to them. All multi-byte fields assume a little-endian host, as
-LitData does.
+tensors directly on the given buffer (usually a memoryview of a chunk mapped copy-on-write, or
+of a decompressed bytearray) instead of copying: the results are writable views that keep the
+buffer alive. Writing to one never reaches the file, but it does change what later reads of the
+same open chunk return, so call ``.copy()`` / ``.clone()`` before writing to them. Immutable
+buffers (``bytes``, read-only views) are copied for tensors, which must not write into them. All
+multi-byte fields assume a little-endian host, as LitData does.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import io
 import json
@@ -19,7 +22,6 @@ import os
 import pickle
 import struct
 import sys
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -93,23 +95,39 @@ class Serializer(ABC):
         """Rebuild the leaf from ``data``; ``fmt`` is the full stored format name."""
 
 
-_readonly_warning_spent = False
-
-
 def _frombuffer_tensor(data: Buffer, dtype: torch.dtype) -> torch.Tensor:
-    """Zero-copy tensor over ``data``. Torch warns for read-only buffers; we document that instead.
-
-    Torch emits that warning once per process (TORCH_WARN_ONCE), so only the first read-only call
-    pays for ``catch_warnings`` (about 2 us, as much as the rest of a small tensor's decode).
+    """Zero-copy tensor over ``data``. Chunk buffers are writable (copy-on-write mappings, decompressed
+    bytearrays); an immutable buffer is copied first, as a tensor over it could write into ``bytes``
+    (torch warns about that, and silencing the warning per call would rewrite the process-wide filters).
     """
-    global _readonly_warning_spent
-    if _readonly_warning_spent:
-        return torch.frombuffer(data, dtype=dtype)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The given buffer is not writable")
-        tensor = torch.frombuffer(data, dtype=dtype)
-    _readonly_warning_spent = isinstance(data, bytes) or (isinstance(data, memoryview) and data.readonly)
-    return tensor
+    if isinstance(data, bytes) or (isinstance(data, memoryview) and data.readonly):
+        data = bytearray(data)
+    return torch.frombuffer(data, dtype=dtype)
+
+
+@functools.cache
+def _torchvision_image_op(name: str) -> Any:
+    """torchvision's registered image op ``name`` (``decode_jpeg``, ``decode_image``), or None when torchvision
+    was built without its image library. Its Python wrappers warn on every call since torchvision 0.29 (the
+    decoders move to torchcodec); silencing that per call would rewrite the process-wide warning filters, so
+    the decoders call the op the wrappers call."""
+    import torchvision.io  # noqa: F401 - loads the ops into torch.ops.image
+
+    try:
+        return getattr(torch.ops.image, name)
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def _torchvision_decode(name: str, data: Buffer) -> torch.Tensor:
+    """Decode image bytes to an RGB uint8 CHW tensor with torchvision's op ``name``; RuntimeError when the
+    op is missing or cannot decode ``data`` (callers fall back to PIL)."""
+    from torchvision.io import ImageReadMode
+
+    op = _torchvision_image_op(name)
+    if op is None:
+        raise RuntimeError(f"torchvision has no {name} op")
+    return op(_frombuffer_tensor(data, torch.uint8), ImageReadMode.RGB.value, False)
 
 
 def _check_payload(kind: str, shape: tuple[int, ...], itemsize: int, got: int) -> None:
@@ -310,13 +328,8 @@ class JpegSerializer(Serializer):
             image = Image.open(io.BytesIO(data))
             image.load()
             return _pil_to_chw(ImageOps.exif_transpose(image))
-        from torchvision.io import ImageReadMode, decode_jpeg
-
         try:
-            with warnings.catch_warnings():
-                # torchvision >= 0.29 warns on every call that its decoders will move to torchcodec.
-                warnings.filterwarnings("ignore", message="The image decoding", category=DeprecationWarning)
-                return decode_jpeg(_frombuffer_tensor(data, torch.uint8), mode=ImageReadMode.RGB)
+            return _torchvision_decode("decode_jpeg", data)
         except RuntimeError:
             return _pil_to_chw(Image.open(io.BytesIO(data)))
 
@@ -757,13 +770,8 @@ def _decode_image_rgb(data: Buffer) -> torch.Tensor:
         image = Image.open(io.BytesIO(data))
         image.load()
         return _pil_to_chw(ImageOps.exif_transpose(image))
-    from torchvision.io import ImageReadMode, decode_image
-
     try:
-        with warnings.catch_warnings():
-            # torchvision >= 0.29 warns on every call that its decoders will move to torchcodec.
-            warnings.filterwarnings("ignore", message="The image decoding", category=DeprecationWarning)
-            return decode_image(_frombuffer_tensor(data, torch.uint8), mode=ImageReadMode.RGB)
+        return _torchvision_decode("decode_image", data)
     except RuntimeError:
         return _pil_to_chw(Image.open(io.BytesIO(bytes(data))))
 
@@ -1141,7 +1149,7 @@ class GraphSerializer(Serializer):
             if kind == 1 or name == "_meta":
                 values.update(restricted_unpickle(payload))
             else:
-                values[name] = _SERIALIZERS["tensor"].deserialize(bytes(payload), "tensor")
+                values[name] = _SERIALIZERS["tensor"].deserialize(bytearray(payload), "tensor")
         return _graph_from_values(values)
 
     @staticmethod

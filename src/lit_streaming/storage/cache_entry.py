@@ -33,12 +33,12 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import filelock
 
 from lit_streaming.format.index import InvalidIndexError
 from lit_streaming.formats.base import ShardTable, as_shard_table
+from lit_streaming.per_process import PerProcess
 from lit_streaming.storage.errors import CacheFullError, CacheTimeoutError
 from lit_streaming.storage.owners import (
     READER_SEP,
@@ -98,9 +98,8 @@ class CacheEntry:
             raise InvalidIndexError(
                 f"{path}: chunk filename {clashing[0]!r} would overwrite the cache's bookkeeping"
             )
-        self._thread_lock = threading.Lock()
-        self._thread_lock_pid = os.getpid()
-        self._reader = f"{current_owner()}{READER_SEP}{new_reader_token()}"
+        self._own: PerProcess[tuple[threading.Lock, str]] = PerProcess()
+        self._process_own()
 
     # ---- creation ------------------------------------------------------------------------------------------
     @classmethod
@@ -122,8 +121,7 @@ class CacheEntry:
     @property
     def reader(self) -> str:
         """This reader's id in marker names (a new one in each process the object reaches)."""
-        self._check_pid()
-        return self._reader
+        return self._process_own()[1]
 
     def join(self, index_bytes: bytes | None = None) -> None:
         """Register this reader as a user of the entry (creating its folders when missing), and drop markers
@@ -384,19 +382,19 @@ class CacheEntry:
         scan.others_pinned += sum(sizes.get(k, 0) for k in others)
         return scan
 
-    def _check_pid(self) -> None:
-        """After a fork or unpickling in another process: a fresh thread lock and a reader id of our own."""
-        if self._thread_lock_pid != os.getpid():
-            self._thread_lock, self._thread_lock_pid = threading.Lock(), os.getpid()
-            self._reader = f"{current_owner()}{READER_SEP}{new_reader_token()}"
+    def _process_own(self) -> tuple[threading.Lock, str]:
+        """This process's thread lock and reader id: fresh ones after a fork or unpickling in another process."""
+        return self._own.get_or_set(
+            lambda: (threading.Lock(), f"{current_owner()}{READER_SEP}{new_reader_token()}")
+        )
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
         """The bookkeeping lock. Threads of one process queue on a thread lock first (handed over at once);
         only processes contend for the file lock, which has to be polled."""
-        self._check_pid()  # forked: the parent's lock may have been held mid-fork
+        thread_lock = self._process_own()[0]  # forked: the parent's lock may have been held mid-fork
         timeout = self._settings.lock_timeout_s
-        if not self._thread_lock.acquire(timeout=timeout):
+        if not thread_lock.acquire(timeout=timeout):
             raise CacheTimeoutError(
                 f"Timed out after {timeout:g}s waiting for cache entry {self.path} (thread lock)"
             )
@@ -404,17 +402,7 @@ class CacheEntry:
             with hold_lock(self._meta("lock"), timeout, f"cache entry {self.path}"):
                 yield
         finally:
-            self._thread_lock.release()
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state.update(_thread_lock=None, _thread_lock_pid=-1, _reader="")
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._thread_lock, self._thread_lock_pid = threading.Lock(), os.getpid()
-        self._reader = f"{current_owner()}{READER_SEP}{new_reader_token()}"
+            thread_lock.release()
 
 
 class _Scan:

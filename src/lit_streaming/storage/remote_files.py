@@ -14,6 +14,7 @@ from typing import Any
 import fsspec
 
 from lit_streaming.formats.base import ShardEntry
+from lit_streaming.per_process import PerProcess
 from lit_streaming.storage.errors import ChunkIntegrityError
 from lit_streaming.storage.integrity import verify_file
 from lit_streaming.storage.local_files import check_local_file
@@ -31,9 +32,7 @@ class RemoteFiles:
         self.url = url.rstrip("/")
         self.storage_options = dict(storage_options or {})
         self.settings = settings
-        self._fs: fsspec.AbstractFileSystem | None = None
-        self._root = ""
-        self._pid = -1
+        self._fs: PerProcess[tuple[fsspec.AbstractFileSystem, str]] = PerProcess()
         self._rng = random.Random()
         self._inherited: list[fsspec.AbstractFileSystem] = []
 
@@ -42,19 +41,21 @@ class RemoteFiles:
 
     def filesystem(self) -> tuple[fsspec.AbstractFileSystem, str]:
         """This process's filesystem object and the dataset's root path in it."""
-        if self._fs is None or self._pid != os.getpid():
-            if self._fs is not None:
+        made = self._fs.get()
+        if made is None:
+            inherited = self._fs.inherited()
+            if inherited is not None:
                 # Inherited through fork: the client belongs to the parent's event loop, and collecting it here
                 # would run its finalizer against that dead loop (asyncio errors in every worker). Keep it.
-                self._inherited.append(self._fs)
+                self._inherited.append(inherited[0])
             if self.url.startswith(LOCAL_PREFIX):
                 fs = fsspec.filesystem("file")
                 root = os.path.abspath(os.path.expanduser(self.url[len(LOCAL_PREFIX) :]))
             else:
                 fs, root = fsspec.core.url_to_fs(self.url, skip_instance_cache=True, **self.storage_options)
-            self._fs, self._root, self._pid = fs, root, os.getpid()
+            made = self._fs.set((fs, root))
             self._rng = random.Random()  # workers forked from one parent must not retry in lockstep
-        return self._fs, self._root
+        return made
 
     def _path(self, name: str) -> str:
         fs, root = self.filesystem()
@@ -118,5 +119,5 @@ class RemoteFiles:
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.update(_fs=None, _root="", _pid=-1, _inherited=[])
+        state["_inherited"] = []  # ``_fs`` pickles empty: each process makes its own client
         return state

@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from lit_streaming.formats.base import ShardTable
+from lit_streaming.per_process import PerProcess
 from lit_streaming.storage.cache_entry import META, CacheEntry
 from lit_streaming.storage.cache_paths import dataset_dirname, dataset_version
 from lit_streaming.storage.fetcher import ChunkFetcher
@@ -36,8 +37,7 @@ class RemoteSource(DatasetSource):
         self._files = RemoteFiles(self.url, storage_options, settings)
         self._table: ShardTable | None = None
         self._entry: CacheEntry | None = None
-        self._fetcher: ChunkFetcher | None = None
-        self._fetcher_pid = -1
+        self._fetcher: PerProcess[ChunkFetcher] = PerProcess()
 
     @property
     def cache_path(self) -> str | None:
@@ -60,7 +60,7 @@ class RemoteSource(DatasetSource):
         path = os.path.join(self.cache_root, dirname, dataset_version(table.version_key))
         if self._entry is None or self._entry.path != path:
             self._entry = CacheEntry.open(path, table, table.version_key, self.max_cache_size, self.settings)
-            self._fetcher = None
+            self._fetcher.clear()
         self._table = table
 
     def scratch_dir(self) -> str | None:
@@ -73,8 +73,9 @@ class RemoteSource(DatasetSource):
         self._process_fetcher().plan(chunk_indices)
 
     def release(self, chunk_index: int) -> None:
-        if self._fetcher is not None and self._fetcher_pid == os.getpid():
-            self._fetcher.release(chunk_index)
+        fetcher = self._fetcher.get()
+        if fetcher is not None:
+            fetcher.release(chunk_index)
 
     def chunks_per_reader(self, num_readers: int, chunk_bytes: int | None = None) -> int | None:
         """How many chunks each of ``num_readers`` readers of this dataset on this machine (DataLoader workers
@@ -90,24 +91,20 @@ class RemoteSource(DatasetSource):
     def close(self) -> None:
         """Drop this process's pins and prefetches for the dataset now (they are also dropped when the source
         is collected or its process ends)."""
-        if self._fetcher is not None and self._fetcher_pid == os.getpid():
-            self._fetcher.close()
-            self._fetcher = None
+        fetcher = self._fetcher.get()
+        if fetcher is not None:
+            fetcher.close()
+            self._fetcher.clear()
 
     def _process_fetcher(self) -> ChunkFetcher:
-        if self._fetcher is None or self._fetcher_pid != os.getpid():
+        fetcher = self._fetcher.get()
+        if fetcher is None:
             if self._entry is None or self._table is None:
                 raise RuntimeError(
                     f"{type(self).__name__}.bind() (by opening the dataset) must run before chunks of {self.url} are read"
                 )
-            self._fetcher = ChunkFetcher(self._entry, self._files, self._table, self.settings)
-            self._fetcher_pid = os.getpid()
-        return self._fetcher
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state.update(_fetcher=None, _fetcher_pid=-1)
-        return state
+            fetcher = self._fetcher.set(ChunkFetcher(self._entry, self._files, self._table, self.settings))
+        return fetcher
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r}, cache={self.cache_path!r})"

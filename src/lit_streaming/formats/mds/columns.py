@@ -176,7 +176,7 @@ def _ndarray(spec: str, where: str) -> Decoder:
             pos += ndim * shape_dtype.itemsize
         count = int(np.prod(shape, dtype=np.int64)) if shape else 1
         _need(data[pos:], count * dtype.itemsize, f"{what} (ndarray {dtype.name}{list(shape)})")
-        return np.frombuffer(data[pos:], dtype).reshape(shape)  # a read-only view, as MDS returns
+        return np.frombuffer(data[pos:], dtype).reshape(shape)  # a view of the shard, as MDS returns
 
     return decode
 
