@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 # public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
     "CombinedStreamingDataset": "lit_streaming.combined",
+    "LitStreamingError": "lit_streaming.errors",
+    "MissingIndexError": "lit_streaming.formats",
     "ParallelStreamingDataset": "lit_streaming.parallel",
     "PyTreeLoader": "lit_streaming.item_loaders",
     "ResumeError": "lit_streaming.dataloader",
@@ -43,6 +45,8 @@ __all__ = [
     "CombinedStreamingDataset",
     "File",
     "Image",
+    "LitStreamingError",
+    "MissingIndexError",
     "ParallelStreamingDataset",
     "PyTreeLoader",
     "ResumeError",
@@ -67,7 +71,9 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from lit_streaming.dataloader import ResumeError, StreamingDataLoader
     from lit_streaming.datamodule import StreamingDataModule
     from lit_streaming.dataset import StreamingDataset
+    from lit_streaming.errors import LitStreamingError
     from lit_streaming.format.serializers import Audio, File, Image, Text, Tiff, Video
+    from lit_streaming.formats import MissingIndexError
     from lit_streaming.item_loaders import PyTreeLoader, TokensLoader
     from lit_streaming.parallel import ParallelStreamingDataset
     from lit_streaming.raw import StreamingRawDataset

@@ -19,6 +19,8 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 
+from lit_streaming.errors import LitStreamingError
+
 
 def _inspect(path: str) -> int:
     from lit_streaming.formats import detect, open_dataset, read_listing
@@ -102,7 +104,7 @@ def _verify(path: str, block_size: int | None = None) -> int:
     return 0
 
 
-class _Failed(Exception):
+class _Failed(LitStreamingError):
     """Verification found problems, already printed one per line."""
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from lit_streaming.errors import LitStreamingError
+
 #: Version 2: the lazy epoch plan (per-window shuffle keys, per-chunk subsample draws, block-drawn mixes).
 STATE_VERSION = 2
 
 
-class ResumeError(ValueError):
+class ResumeError(ValueError, LitStreamingError):
     """A saved loader state that cannot be continued exactly with the current settings."""
 
 
@@ -85,7 +87,9 @@ def check_state(state: Any) -> dict[str, Any]:
     out["resume_chain"] = _chain(state["resume_chain"])
     windows = state["cache_windows"]
     if not isinstance(windows, list) or not all(type(w) is int and w >= 1 for w in windows):
-        raise ResumeError(f"Malformed loader state: `cache_windows` must be a list of ints >= 1, got {windows!r}")
+        raise ResumeError(
+            f"Malformed loader state: `cache_windows` must be a list of ints >= 1, got {windows!r}"
+        )
     if not isinstance(state["settings"], dict):
         raise ResumeError(
             f"Malformed loader state: `settings` must be a dict, got {type(state['settings']).__name__}"

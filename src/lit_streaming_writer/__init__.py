@@ -5,6 +5,7 @@ Importing it loads the on-disk format and the writer, never the read side's data
 and friends): return them from ``fn`` to store a file or an encoded image as it is.
 """
 
+from lit_streaming.errors import LitStreamingError
 from lit_streaming.format.serializers import Audio, File, Image, Text, Tiff, Video
 from lit_streaming_writer.errors import InputError, WorkerError
 from lit_streaming_writer.map import map
@@ -20,6 +21,7 @@ __all__ = [
     "File",
     "Image",
     "InputError",
+    "LitStreamingError",
     "SampleStructureError",
     "Text",
     "Tiff",

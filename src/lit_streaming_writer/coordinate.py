@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from lit_streaming.errors import LitStreamingError
 from lit_streaming_writer.errors import WorkerError, describe_input
 
 _BEAT_SECONDS = 0.25
@@ -62,7 +63,7 @@ class Progress:
         return time.monotonic() - self.last_change
 
 
-class Stopped(Exception):
+class Stopped(LitStreamingError):
     """Another rank failed; this one stops quietly and lets that rank's error be reported."""
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from lit_streaming.errors import LitStreamingError
 
-class InputError(RuntimeError):
+
+class InputError(RuntimeError, LitStreamingError):
     """``fn`` (or storing what it produced) failed on one input; the message names the input."""
 
     def __init__(self, message: str, index: int) -> None:
@@ -14,7 +16,7 @@ class InputError(RuntimeError):
         return type(self), (str(self), self.index)
 
 
-class WorkerError(RuntimeError):
+class WorkerError(RuntimeError, LitStreamingError):
     """A worker failed and the whole job stopped without publishing a result.
 
     ``rank`` is the failing worker's rank and ``index`` the failing input's position in ``inputs`` when the

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from lit_streaming.errors import LitStreamingError
 from lit_streaming.format import compression as zstd
 from lit_streaming.format.index import (
     INDEX_FILENAME,
@@ -33,7 +34,7 @@ _PARTIAL_NAME = re.compile(r"^(\d+)\.index\.json(\.tmp-\d+)?$")
 _INDEX_TMP = re.compile(r"^index\.json\.tmp-\d+$")
 
 
-class DatasetExistsError(FileExistsError):
+class DatasetExistsError(FileExistsError, LitStreamingError):
     """output_dir already holds a dataset and no ``mode`` says what to do with it."""
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from lit_streaming.errors import LitStreamingError
 from lit_streaming.format import compression as zstd
 from lit_streaming.format import pytree
 from lit_streaming.format.chunk import checksum, encode_chunk
@@ -13,7 +14,7 @@ from lit_streaming.format.items import encode_pytree_item
 from lit_streaming.format.serializers import same_column, serialize_leaf
 
 
-class SampleStructureError(ValueError):
+class SampleStructureError(ValueError, LitStreamingError):
     """A sample whose structure or leaf types differ from the first sample of the dataset."""
 
 

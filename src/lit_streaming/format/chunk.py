@@ -12,10 +12,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from lit_streaming.errors import LitStreamingError
+
 _U32 = np.dtype("<u4")
 
 
-class CorruptChunkError(ValueError):
+class CorruptChunkError(ValueError, LitStreamingError):
     """A chunk whose bytes do not match its header or its index entry."""
 
 

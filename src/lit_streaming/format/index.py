@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
+from lit_streaming.errors import LitStreamingError
 from lit_streaming.format.compression import INFLATE_FLOOR, MAX_INFLATE_RATIO, inflate_limit
 
 INDEX_FILENAME = "index.json"
@@ -34,7 +35,7 @@ _DOT_COMPONENT = re.compile(r"(?:^|/|\n)\.{1,2}(?:/|\n|$)")
 _CLASSIC_LOADERS = ("PyTreeLoader", "TokensLoader")
 
 
-class InvalidIndexError(ValueError):
+class InvalidIndexError(ValueError, LitStreamingError):
     """index.json is missing, unreadable, or describes something we refuse to read."""
 
 

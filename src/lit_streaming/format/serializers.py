@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from lit_streaming.errors import LitStreamingError
+
 Buffer = bytes | bytearray | memoryview
 
 # LitData's tables. Torch indices come in pairs of aliases (float32/float, int64/long, ...); LitData
@@ -61,11 +63,11 @@ _U32X3 = struct.Struct("<III")
 _MAX_NDIM = 64  # numpy's own limit; anything larger in a header is corruption
 
 
-class UnknownSerializerError(ValueError):
+class UnknownSerializerError(ValueError, LitStreamingError):
     """A ``data_format`` entry names a serializer this library does not implement."""
 
 
-class PickleNotAllowedError(ValueError):
+class PickleNotAllowedError(ValueError, LitStreamingError):
     """A ``pickle`` leaf was read without the caller opting in."""
 
 

@@ -22,6 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from lit_streaming.errors import LitStreamingError
 from lit_streaming.format.chunk import CorruptChunkError
 from lit_streaming.format.index import InvalidIndexError
 
@@ -38,7 +39,19 @@ class UnknownFormatError(FormatError):
     """Nothing at the location looks like a dataset format we read, or ``format=`` names none."""
 
 
-class MissingExtraError(ImportError):
+class MissingIndexError(UnknownFormatError, FileNotFoundError):
+    """No index.json where the dataset should be (and, unless a format was named, nothing else a format
+    reads): the same error for a local folder and a remote prefix, detected or with ``format=`` given. A
+    ``FileNotFoundError`` too, as reading a named format's index has always raised one."""
+
+
+def missing_index(index_url: str) -> MissingIndexError:
+    return MissingIndexError(
+        f"No index.json at {index_url}: the folder is not an optimized dataset (run optimize first)"
+    )
+
+
+class MissingExtraError(ImportError, LitStreamingError):
     """A dataset needs an optional package (``pip install lit-streaming[EXTRA]``)."""
 
 
@@ -265,6 +278,8 @@ def detect(listing: Listing) -> FormatSpec:
     for spec in _REGISTRY.values():
         if spec.detect(listing):
             return spec
+    if listing.index is None:
+        raise MissingIndexError(_nothing_found(listing))
     raise UnknownFormatError(_nothing_found(listing))
 
 

@@ -3,10 +3,11 @@ still tells the user which object to look at."""
 
 from __future__ import annotations
 
+from lit_streaming.errors import LitStreamingError
 from lit_streaming.format.chunk import CorruptChunkError
 
 
-class StorageError(OSError):
+class StorageError(OSError, LitStreamingError):
     """Base class for errors raised while fetching or caching dataset files."""
 
 

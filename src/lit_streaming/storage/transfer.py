@@ -20,16 +20,17 @@ from typing import Any
 import fsspec
 from fsspec.asyn import AsyncFileSystem
 
+from lit_streaming.errors import LitStreamingError
 from lit_streaming.storage.settings import StorageSettings
 
 _BLOCK = 1 << 20
 
 
-class DownloadStalledError(TimeoutError):
+class DownloadStalledError(TimeoutError, LitStreamingError):
     """One transfer attempt went past its deadline, waited too long for bytes, or was too slow."""
 
 
-class _Stalled(Exception):
+class _Stalled(LitStreamingError):
     """Raised on the event loop; not a ``TimeoutError``, which fsspec's ``sync`` would turn into a bare
     ``FSTimeoutError`` without our message."""
 

@@ -23,6 +23,7 @@ from lit_streaming.formats.base import (
     OpenedDataset,
     ShardEntry,
     ShardTable,
+    missing_index,
     register,
     register_table_adapter,
 )
@@ -140,9 +141,7 @@ def read_bound_index(source: FileAccess) -> DatasetIndex:
         raw = source.read_bytes(INDEX_FILENAME)
     except FileNotFoundError:
         source.list_files()  # a missing dataset folder gets its own error
-        raise InvalidIndexError(
-            f"No index.json at {index_url}: the folder is not an optimized dataset (run optimize first)"
-        ) from None
+        raise missing_index(index_url) from None
     except IsADirectoryError as err:
         raise InvalidIndexError(f"Cannot read {index_url}: {err}") from err
     index = DatasetIndex.from_json(raw, index_url)
@@ -153,7 +152,9 @@ def read_bound_index(source: FileAccess) -> DatasetIndex:
 def _open(source: FileAccess, listing: Listing, item_loader: Any, allow_pickle: bool) -> LitDataDataset:
     from lit_streaming.item_loaders import loader_for  # the reader side; the writer never imports it
 
-    raw = listing.index_bytes if listing.index_bytes is not None else source.read_bytes(INDEX_FILENAME)
+    raw = listing.index_bytes
+    if raw is None:
+        raise missing_index(listing.index_url)
     index = DatasetIndex.from_json(raw, listing.index_url)
     loader = loader_for(index, item_loader, source.url)
     loader.setup(index, source.url, allow_pickle)

@@ -29,6 +29,7 @@ from lit_streaming.formats.base import (
     ShardTable,
     check_relative_name,
     missing_extra,
+    missing_index,
     register,
 )
 from lit_streaming.formats.mds.columns import UNSAFE, Decoder, decoder_for, fixed_size
@@ -242,6 +243,8 @@ def _detect(listing: Listing) -> bool:
 
 def _open(source: FileAccess, listing: Listing, item_loader: Any, allow_pickle: bool) -> MDSDataset:
     index, where = listing.index, listing.index_url
+    if index is None:
+        raise missing_index(where)
     if not isinstance(index, dict) or not isinstance(index.get("shards"), list):
         raise FormatError(f"{where} has no 'shards' list; is this a MosaicML MDS dataset?")
     if index.get("version") != 2:

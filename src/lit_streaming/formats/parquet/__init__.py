@@ -24,6 +24,7 @@ from lit_streaming.formats.base import (
     ShardTable,
     check_relative_name,
     missing_extra,
+    missing_index,
     register,
 )
 
@@ -125,6 +126,8 @@ def _detect(listing: Listing) -> bool:
 
 def _open(source: FileAccess, listing: Listing, item_loader: Any, allow_pickle: bool) -> ParquetDataset:
     index, where = listing.index, listing.index_url
+    if index is None:
+        raise missing_index(where)
     _require_pyarrow(f"{source.url} (a Parquet dataset)")
     if not isinstance(index, dict) or not isinstance(index.get("chunks"), list):
         raise FormatError(f"{where} has no 'chunks' list; is this a LitData Parquet index?")
