@@ -109,9 +109,9 @@ def test_chunk_writer_directly(tmp_path):
     writer = ChunkWriter(str(tmp_path), rank=3, chunk_size=2)
     for i in range(3):
         writer.add({"v": i}, f"input #{i}")
-    part = writer.finish()
-    assert [c.filename for c in part.chunks] == ["chunk-3-0.bin", "chunk-3-1.bin"]
-    assert os.path.exists(tmp_path / "3.index.json")
+    writer.flush()
+    assert [c.filename for c in writer.chunks] == ["chunk-3-0.bin", "chunk-3-1.bin"]
+    assert sorted(os.listdir(tmp_path)) == ["chunk-3-0.bin", "chunk-3-1.bin"]
     view = ChunkView(Path(tmp_path / "chunk-3-0.bin").read_bytes(), "c", expected_items=2)
     assert view.num_items == 2
 

@@ -156,50 +156,50 @@ class Split:
         self.total = total
         self.align = align
 
-    def bounds(self, num_shards: int) -> list[tuple[int, int]]:
+    def bounds(self, num_workers: int) -> list[tuple[int, int]]:
         if self._cumulative is not None and self._cumulative and self._cumulative[-1] > 0:
-            return _weighted_bounds(self._cumulative, num_shards)
+            return _weighted_bounds(self._cumulative, num_workers)
         if self.align is not None:
-            return _aligned_bounds(self.total, num_shards, self.align)
-        return equal_bounds(self.total, num_shards)
+            return _aligned_bounds(self.total, num_workers, self.align)
+        return equal_bounds(self.total, num_workers)
 
 
-def equal_bounds(num_inputs: int, num_shards: int) -> list[tuple[int, int]]:
-    """Contiguous, balanced input ranges: merging shard outputs in rank order keeps the inputs' order."""
-    base, extra = divmod(num_inputs, num_shards)
+def equal_bounds(num_inputs: int, num_workers: int) -> list[tuple[int, int]]:
+    """Contiguous, balanced input ranges: merging the workers' outputs in rank order keeps the inputs' order."""
+    base, extra = divmod(num_inputs, num_workers)
     bounds, start = [], 0
-    for r in range(num_shards):
+    for r in range(num_workers):
         end = start + base + (1 if r < extra else 0)
         bounds.append((start, end))
         start = end
     return bounds
 
 
-def _weighted_bounds(cumulative: list[float], num_shards: int) -> list[tuple[int, int]]:
-    """Cut after the input where the running weight first reaches each k/num_shards of the total."""
+def _weighted_bounds(cumulative: list[float], num_workers: int) -> list[tuple[int, int]]:
+    """Cut after the input where the running weight first reaches each k/num_workers of the total."""
     import bisect
 
     total = cumulative[-1]
     cuts = [0]
-    for k in range(1, num_shards):
-        cut = bisect.bisect_left(cumulative, total * k / num_shards) + 1
+    for k in range(1, num_workers):
+        cut = bisect.bisect_left(cumulative, total * k / num_workers) + 1
         cuts.append(min(max(cut, cuts[-1]), len(cumulative)))
     cuts.append(len(cumulative))
-    return [(cuts[r], cuts[r + 1]) for r in range(num_shards)]
+    return [(cuts[r], cuts[r + 1]) for r in range(num_workers)]
 
 
-def _aligned_bounds(total: int, num_shards: int, chunk: int) -> list[tuple[int, int]]:
-    per_shard = (total // chunk) // num_shards * chunk
-    if per_shard == 0 and num_shards > 1:
+def _aligned_bounds(total: int, num_workers: int, chunk: int) -> list[tuple[int, int]]:
+    per_worker = (total // chunk) // num_workers * chunk
+    if per_worker == 0 and num_workers > 1:
         log.warning(
             "align_chunking: chunk_size %d is large for %d inputs over %d workers; only the last worker "
             "gets inputs",
             chunk,
             total,
-            num_shards,
+            num_workers,
         )
-    bounds = [(r * per_shard, (r + 1) * per_shard) for r in range(num_shards - 1)]
-    bounds.append(((num_shards - 1) * per_shard, total))
+    bounds = [(r * per_worker, (r + 1) * per_worker) for r in range(num_workers - 1)]
+    bounds.append(((num_workers - 1) * per_worker, total))
     return bounds
 
 

@@ -32,17 +32,11 @@ import torch.distributed as dist
 
 from lit_streaming_writer.coordinate import Job, Outcome, run_rank
 from lit_streaming_writer.errors import WorkerError
-from lit_streaming_writer.inputs import equal_bounds
 
 _CALLS = itertools.count()  # names this process's successive rendezvous in a shared store (all ranks agree)
 # Variables that Fabric's TorchElastic, SLURM and LSF environments need in order to detect a world. Checked
 # first, so that a plain process does not pay the seconds that importing Lightning takes.
 _CLUSTER_MARKERS = {"TORCHELASTIC_RUN_ID", "SLURM_NTASKS", "LSB_JOBID"}
-
-
-def shard_bounds(num_inputs: int, num_shards: int) -> list[tuple[int, int]]:
-    """Contiguous, balanced input ranges (see ``lit_streaming_writer.inputs.Split`` for weighted ones)."""
-    return equal_bounds(num_inputs, num_shards)
 
 
 def default_num_workers() -> int:

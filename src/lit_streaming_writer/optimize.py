@@ -26,7 +26,7 @@ from lit_streaming_writer.checkpoint import Checkpointer, fingerprint
 from lit_streaming_writer.coordinate import Progress
 from lit_streaming_writer.errors import InputError, describe_input
 from lit_streaming_writer.output import Output
-from lit_streaming_writer.shard import ShardWriter
+from lit_streaming_writer.rank_writer import RankWriter
 
 _MODES = (None, "overwrite", "append")
 _CHUNK_NAME = re.compile(r"^chunk-(\d+)-(\d+)(\.[a-z0-9:]+)?\.bin(\.tmp)?$")  # ".zstd:3": compression
@@ -248,30 +248,30 @@ class _OptimizeJob:
         checkpointer = Checkpointer(
             self.out, f"{rank}.index.json", fingerprint(key, self.fn, self.inputs, start, end)
         )
-        shard = ShardWriter(
+        part = RankWriter(
             self.out, rank, self.settings, plan.existing, plan.first_chunk, checkpointer, self.uploaders
         )
         try:
             # This rank's chunks that its checkpoint does not list: written after the last save of a crashed run.
             keep = {c.filename for c in plan.existing.chunks} if plan.existing else set()
-            keep |= {c.filename for c in shard.chunks}
+            keep |= {c.filename for c in part.chunks}
             names = self.out.names()
             self.out.remove(
                 [n for n in names if n not in keep and _owner(n) == rank and _CHUNK_NAME.match(n)]
             )
-            next_input, next_sample = shard.position or (start, 0)
+            next_input, next_sample = part.position or (start, 0)
             progress.advance(next_input - start)
             last = next_input
             for i, item in self.work.source.items(next_input, end):
                 progress.working_on(i, item)  # named in the error if fn hangs on it past the timeout
-                self._write_input(shard, i, item, next_sample if i == next_input else 0)
+                self._write_input(part, i, item, next_sample if i == next_input else 0)
                 progress.advance()
                 last = i + 1
-            return shard.close(max(end, last))
+            return part.close(max(end, last))
         finally:
-            shard.cleanup()
+            part.cleanup()
 
-    def _write_input(self, shard: ShardWriter, i: int, item: Any, skip: int) -> None:
+    def _write_input(self, part: RankWriter, i: int, item: Any, skip: int) -> None:
         """Write input ``i``'s samples, skipping the first ``skip`` (already in published chunks)."""
         where = describe_input(i, item)
         try:
@@ -280,7 +280,7 @@ class _OptimizeJob:
             raise InputError(f"fn failed on {where}: {type(err).__name__}: {err}", i) from err
         if not isinstance(result, types.GeneratorType):
             if result is not None:
-                shard.add(result, where, (i, 0))
+                part.add(result, where, (i, 0))
             return
         number = 0
         while True:
@@ -291,7 +291,7 @@ class _OptimizeJob:
             except Exception as err:
                 raise InputError(f"fn failed on {where}: {type(err).__name__}: {err}", i) from err
             if number >= skip:
-                shard.add(sample, where, (i, number))
+                part.add(sample, where, (i, number))
             number += 1
 
     def finish(self, plan: _Plan, parts: list[DatasetIndex]) -> str:

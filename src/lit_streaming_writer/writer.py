@@ -1,4 +1,5 @@
-"""ChunkWriter: samples in, chunk files and a partial index out (one writer per worker process)."""
+"""ChunkWriter: samples in, chunk files out (one writer per worker process; the worker's ``RankWriter``
+publishes them and writes its partial index)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from lit_streaming.errors import LitStreamingError
 from lit_streaming.format import compression as zstd
 from lit_streaming.format import pytree
 from lit_streaming.format.chunk import checksum, encode_chunk
-from lit_streaming.format.index import FORMAT_VERSION, ChunkEntry, DatasetIndex, write_text_atomic
+from lit_streaming.format.index import FORMAT_VERSION, ChunkEntry, DatasetIndex
 from lit_streaming.format.items import encode_pytree_item
 from lit_streaming.format.serializers import same_column, serialize_leaf
 
@@ -143,10 +144,3 @@ class ChunkWriter:
             "format_version": FORMAT_VERSION,
             "item_loader": "TokensLoader" if self.tokens else "PyTreeLoader",
         }
-
-    def finish(self) -> DatasetIndex:
-        """Flush the last chunk and publish ``{rank}.index.json``."""
-        self.flush()
-        part = DatasetIndex(chunks=self.chunks, config=self.config())
-        write_text_atomic(os.path.join(self.output_dir, f"{self.rank}.index.json"), part.to_json())
-        return part

@@ -22,7 +22,6 @@ from lit_streaming.format.serializers import (
     JsonLeaf,
     PickleNotAllowedError,
     UnknownSerializerError,
-    deserialize_leaf,
     same_column,
     serialize_leaf,
     serializer_for,
@@ -34,6 +33,11 @@ from lit_streaming.format.serializers import Tiff as Tif
 
 # LitData's own decode path warns (torchvision deprecation, non-writable numpy); ours must not.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore:The given NumPy array")
+
+
+def deserialize_leaf(data: Any, fmt: str, allow_pickle: bool = False) -> Any:
+    """Decode one leaf as a reader does: the serializer named by its stored format."""
+    return serializer_named(fmt, allow_pickle=allow_pickle).deserialize(data, fmt)
 
 
 def lit_choice(obj: Any) -> str:

@@ -52,6 +52,11 @@ def present(entry: CacheEntry, n: int = 8) -> list[int]:
     return [k for k in range(n) if entry.is_published(k)]
 
 
+def on_disk(entry: CacheEntry) -> int:
+    """Bytes of the entry's files outside its bookkeeping folder: what ``max_cache_size`` bounds."""
+    return tree_bytes(entry.path) - tree_bytes(os.path.join(entry.path, META))
+
+
 def test_eviction_keeps_the_bound_and_spares_pinned_chunks(tmp_path, dataset):
     entry = open_entry(tmp_path, dataset, chunks_room=3)
     for k in range(3):
@@ -60,8 +65,7 @@ def test_eviction_keeps_the_bound_and_spares_pinned_chunks(tmp_path, dataset):
     entry.pin(0)
     put(entry, dataset, 3)
     assert present(entry) == [0, 2, 3]  # chunk 1 was the least recently used unpinned one
-    assert entry.usage() <= entry.max_bytes
-    assert tree_bytes(entry.path) <= entry.max_bytes
+    assert on_disk(entry) <= tree_bytes(entry.path) <= entry.max_bytes
     entry.unpin(0)
     put(entry, dataset, 4)
     assert present(entry) == [0, 3, 4]  # pinning 0 used it after 2 was published
@@ -69,12 +73,14 @@ def test_eviction_keeps_the_bound_and_spares_pinned_chunks(tmp_path, dataset):
 
 def test_an_in_flight_download_counts_at_full_size(tmp_path, dataset):
     entry = open_entry(tmp_path, dataset, chunks_room=2)
-    before = entry.usage()
-    tmp = entry.reserve(0, blocking_reader=False)
-    assert os.path.getsize(tmp) == 0
-    assert entry.usage() == before + entry.size_of(0)
-    entry.discard(tmp)
-    assert entry.usage() == before
+    first, second = entry.reserve(0, blocking_reader=False), entry.reserve(1, blocking_reader=False)
+    assert os.path.getsize(first) == os.path.getsize(second) == 0
+    assert entry.reserve(2, blocking_reader=False) is None  # two empty temp files fill a two-chunk budget
+    entry.discard(first)
+    third = entry.reserve(2, blocking_reader=False)
+    assert third is not None
+    entry.discard(second)
+    entry.discard(third)
 
 
 def test_pins_never_push_the_cache_past_its_bound(tmp_path, dataset):
@@ -85,7 +91,7 @@ def test_pins_never_push_the_cache_past_its_bound(tmp_path, dataset):
     assert entry.reserve(2, blocking_reader=False) is None  # a prefetch never evicts pins
     put(entry, dataset, 2)  # a blocked reader within the bound may go one chunk past it
     entry.pin(2)
-    assert present(entry) == [0, 1, 2] and entry.usage() == entry.max_bytes + entry.size_of(2)
+    assert present(entry) == [0, 1, 2] and on_disk(entry) == entry.max_bytes + entry.size_of(2)
     start = time.monotonic()
     with pytest.raises(CacheFullError, match=r"is full: max_cache_size=\d+ bytes.*pinned by this reader"):
         entry.reserve(3, blocking_reader=True)  # only this reader could free room: no point waiting
@@ -131,7 +137,7 @@ def test_a_blocked_reader_may_evict_prefetch_pins(tmp_path, dataset):
         other.pin(k, ahead=True)
     assert me.reserve(2, blocking_reader=False) is None  # another prefetch may not
     put(me, dataset, 2)
-    assert present(me) == [1, 2] and me.usage() <= me.max_bytes
+    assert present(me) == [1, 2] and on_disk(me) <= me.max_bytes
 
 
 def test_chunks_per_reader_says_what_the_budget_holds(tmp_path, dataset):
@@ -170,7 +176,7 @@ def test_markers_of_dead_processes_are_cleaned_and_release_their_chunks(tmp_path
     put(entry, dataset, 2)  # a crashed reader's pins and download do not block the cache
     assert os.listdir(os.path.join(entry.path, META, "refs")) == []
     assert not os.path.exists(half_written)
-    assert entry.is_published(2) and entry.usage() <= entry.max_bytes
+    assert entry.is_published(2) and on_disk(entry) <= entry.max_bytes
 
 
 def test_owners_on_other_hosts_are_presumed_alive():

@@ -36,10 +36,6 @@ def encode_chunk(payloads: Sequence[bytes | memoryview]) -> bytes:
     return b"".join([header.tobytes(), *payloads])
 
 
-def chunk_file_size(payload_sizes: Sequence[int]) -> int:
-    return 4 * (len(payload_sizes) + 2) + sum(payload_sizes)
-
-
 def checksum(data: bytes | memoryview) -> str:
     """CRC-32 of the stored file: cheap enough to verify every download, strong enough for transport damage."""
     return f"crc32:{zlib.crc32(data) & 0xFFFFFFFF:08x}"

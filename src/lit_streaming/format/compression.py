@@ -43,7 +43,7 @@ def parse_compression(name: str | None) -> tuple[str, int] | None:
 
 
 def compress(data: bytes | memoryview, name: str) -> bytes:
-    algo, level = parse_compression(name)  # type: ignore[misc]
+    _, level = parse_compression(name)  # type: ignore[misc]
     return zstandard.ZstdCompressor(level=level).compress(data)
 
 

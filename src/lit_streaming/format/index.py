@@ -95,19 +95,15 @@ class ChunkEntry:
         where = f"{source}: chunks[{position}]"
         if not isinstance(raw, dict):
             raise InvalidIndexError(f"{where} is not an object")
-        try:
-            entry = cls(
-                filename=check_relative_filename(raw.get("filename"), where),
-                chunk_size=_nonneg_int(raw.get("chunk_size"), f"{where}.chunk_size"),
-                chunk_bytes=_nonneg_int(raw.get("chunk_bytes"), f"{where}.chunk_bytes"),
-                dim=None if raw.get("dim") is None else _nonneg_int(raw.get("dim"), f"{where}.dim"),
-                checksum=raw.get("checksum"),
-                file_bytes=None if raw.get("file_bytes") is None else _nonneg_int(raw["file_bytes"], where),
-                extra={k: v for k, v in raw.items() if k not in _CHUNK_KEYS},
-            )
-        except InvalidIndexError:
-            raise
-        return entry
+        return cls(
+            filename=check_relative_filename(raw.get("filename"), where),
+            chunk_size=_nonneg_int(raw.get("chunk_size"), f"{where}.chunk_size"),
+            chunk_bytes=_nonneg_int(raw.get("chunk_bytes"), f"{where}.chunk_bytes"),
+            dim=None if raw.get("dim") is None else _nonneg_int(raw.get("dim"), f"{where}.dim"),
+            checksum=raw.get("checksum"),
+            file_bytes=None if raw.get("file_bytes") is None else _nonneg_int(raw["file_bytes"], where),
+            extra={k: v for k, v in raw.items() if k not in _CHUNK_KEYS},
+        )
 
 
 def _compression_level(value: Any, source: str) -> str:

@@ -1376,8 +1376,3 @@ def serializer_named(
 def serialize_leaf(obj: Any) -> tuple[bytes | memoryview, str]:
     """Encode one leaf with the first serializer that accepts it; returns (payload, format name)."""
     return serializer_for(obj).serialize(obj)
-
-
-def deserialize_leaf(data: Buffer, fmt: str, allow_pickle: bool = False) -> Any:
-    """Decode one leaf stored under format name ``fmt``. Pickle leaves need ``allow_pickle=True``."""
-    return serializer_named(fmt, allow_pickle=allow_pickle).deserialize(data, fmt)

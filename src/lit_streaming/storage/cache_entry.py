@@ -297,11 +297,6 @@ class CacheEntry:
         _unlink_quietly(tmp)
 
     # ---- accounting and eviction ---------------------------------------------------------------------------
-    def usage(self) -> int:
-        """Bytes the entry accounts for now: files on disk plus the full size of in-flight downloads."""
-        with self._locked():
-            return self._scan().usage
-
     @staticmethod
     def _evict(candidates: list[tuple[int, int, str]], excess: int) -> None:
         """Delete ``candidates`` in their order (least recently used first) until ``excess`` bytes are freed."""

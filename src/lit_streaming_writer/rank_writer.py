@@ -1,6 +1,6 @@
-"""One worker's share of an ``optimize`` job: ChunkWriter fills chunks in a local folder, every finished chunk
-is published to the output at once, and the worker's checkpoint (its partial index ``{rank}.index.json``)
-then lists it together with the position of the first sample not yet in a published chunk.
+"""One rank's part of an ``optimize`` job (its contiguous range of the inputs): ChunkWriter fills chunks in a
+local folder, every finished chunk is published to the output at once, and the worker's checkpoint (its
+partial index ``{rank}.index.json``) then lists it together with the position of the first sample not yet in a published chunk.
 
 Chunks are cut only by ChunkWriter and a checkpoint is saved only right after a cut, so a resumed worker
 starts a fresh chunk exactly where the interrupted one would have: the resumed dataset has the same chunks as
@@ -24,7 +24,7 @@ from lit_streaming_writer.output import Output
 from lit_streaming_writer.writer import ChunkWriter
 
 
-class ShardWriter:
+class RankWriter:
     """Writes, publishes and checkpoints one rank's chunks; ``position`` is where a resumed rank continues."""
 
     def __init__(
