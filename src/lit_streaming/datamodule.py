@@ -13,6 +13,7 @@ from lit_streaming.dataloader import StreamingDataLoader
 from lit_streaming.dataset import StreamingDataset
 from lit_streaming.item_loaders import TokensLoader
 from lit_streaming.sampling import DEFAULT_SHUFFLE_WINDOW
+from lit_streaming.storage import StorageSettings
 from lit_streaming.stream import Stream
 
 #: A dataset URL/path, several of them (mixed; see ``weights``), a {path: weight} mapping, or built datasets.
@@ -41,6 +42,8 @@ class DatasetOptions:
     max_cache_size: int | str = "100GB"
     storage_options: dict[str, Any] | None = None
     format: str | None = None  # detected from what is at the path when None: litdata, mds, wds, parquet
+    # Remote reads: retries, backoff, timeouts, prefetch depth, download threads (None: the defaults).
+    storage_settings: StorageSettings | None = None
 
     def build(self, path: str, split: str, transform: Callable[[Any], Any] | None) -> StreamingDataset:
         kwargs = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "block_size"}

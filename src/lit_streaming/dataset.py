@@ -23,7 +23,7 @@ from lit_streaming import profiling, sampling
 from lit_streaming.chunks import OpenChunks
 from lit_streaming.formats import open_dataset
 from lit_streaming.item_loaders import ItemLoader
-from lit_streaming.storage import open_source
+from lit_streaming.storage import StorageSettings, open_source
 from lit_streaming.stream import Stream
 
 
@@ -66,6 +66,8 @@ class StreamingDataset(Stream):
         shuffle_window: how many chunks are mixed together when shuffling (more mixing, more open chunks).
         format: the on-disk format, detected from what is at ``input_dir`` when None: ``"litdata"``, ``"mds"``
             (MosaicML Streaming), ``"wds"`` (WebDataset tars), ``"parquet"`` (LitData's Parquet index).
+        storage_settings: retries, backoff, timeouts, prefetch depth and download concurrency of remote reads
+            (:class:`lit_streaming.storage.StorageSettings`; None: its defaults); remote datasets only.
 
     LitData 0.2.76's other arguments (keyword-only here; see ``dataset_compat`` and the README's "LitData
     compatibility: reading"): ``max_pre_download`` chunks are fetched ahead of each reader; ``session_options``
@@ -89,6 +91,7 @@ class StreamingDataset(Stream):
         allow_pickle: bool = False,
         shuffle_window: int = sampling.DEFAULT_SHUFFLE_WINDOW,
         format: str | None = None,
+        storage_settings: StorageSettings | None = None,
         *,
         serializers: dict[str, Any] | None = None,
         encryption: Any = None,
@@ -132,7 +135,7 @@ class StreamingDataset(Stream):
             cache_dir,
             self.storage_options,
             self.max_cache_size,
-            compat.storage_settings(max_pre_download),
+            compat.storage_settings(max_pre_download, storage_settings),
         )
         if index_path is not None:
             self._source = compat.IndexOverride(self._source, index_path, self.storage_options)

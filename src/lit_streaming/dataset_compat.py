@@ -8,6 +8,7 @@ error naming it where accepting it would silently read different data (custom se
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from collections.abc import Callable, Sequence
@@ -136,13 +137,18 @@ def merge_session_options(
     return merged
 
 
-def storage_settings(max_pre_download: int | None) -> StorageSettings | None:
-    """``max_pre_download`` chunks are fetched ahead of each reader (our ``prefetch_chunks``); None keeps ours."""
+def storage_settings(
+    max_pre_download: int | None, settings: StorageSettings | None = None
+) -> StorageSettings | None:
+    """``settings`` (None: the defaults), with ``max_pre_download`` chunks fetched ahead of each reader (our
+    ``prefetch_chunks``) when it is given."""
+    if settings is not None and not isinstance(settings, StorageSettings):
+        raise TypeError(f"`storage_settings` must be a StorageSettings, got {type(settings).__name__}")
     if max_pre_download is None:
-        return None
+        return settings
     if isinstance(max_pre_download, bool) or not isinstance(max_pre_download, int) or max_pre_download < 1:
         raise ValueError(f"`max_pre_download` must be an int >= 1 (chunks), got {max_pre_download!r}")
-    return StorageSettings(prefetch_chunks=max_pre_download)
+    return dataclasses.replace(settings or StorageSettings(), prefetch_chunks=max_pre_download)
 
 
 class IndexOverride:

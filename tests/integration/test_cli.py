@@ -83,6 +83,21 @@ def test_dataset_options_are_nested_keys(capsys):
     assert options["shuffle_window"] == 5 and options["shuffle"] is True and options["seed"] == 42
 
 
+def test_storage_settings_are_nested_keys(tmp_path, capsys):
+    """``data.dataset.storage_settings.*`` reaches StorageSettings: validated, printed, and read back."""
+    args = ["--config", str(CONFIG_DIR / "demo.yaml"), "--data.dataset.storage_settings.attempts", "3"]
+    printed = _print_config(capsys, *args, "--data.dataset.storage_settings.prefetch_chunks", "2")
+    settings = yaml.safe_load(printed)["data"]["dataset"]["storage_settings"]
+    assert (
+        settings["attempts"] == 3
+        and settings["prefetch_chunks"] == 2
+        and settings["stall_timeout_s"] == 120.0
+    )
+    again = tmp_path / "printed.yaml"
+    again.write_text(printed)
+    assert _print_config(capsys, "--config", str(again)) == printed
+
+
 def test_demo_config_trains_and_validates(in_workdir, capsys):
     args = ["fit", "--config", str(CONFIG_DIR / "demo.yaml"), *QUIET]
     args += ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--data.batch_size", "16"]

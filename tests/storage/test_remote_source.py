@@ -172,6 +172,33 @@ def test_a_stuck_download_elsewhere_times_out_naming_the_chunk(tmp_path, dataset
     assert source.chunk_path(0, index.chunks[0]).endswith(index.chunks[0].filename)  # later calls retry
 
 
+def test_storage_settings_reach_the_dataset_and_the_datamodule(tmp_path, dataset, memory_url):
+    """``StreamingDataset(storage_settings=...)``: a 0.3 s wait timeout (the default is 15 minutes) makes a
+    reader give up on a chunk another downloader holds; ``max_pre_download`` sets its prefetch depth."""
+    from lit_streaming.datamodule import DatasetOptions
+
+    upload(dataset, memory_url)
+    settings = StorageSettings(wait_timeout_s=0.3, attempts=2)
+    ds = StreamingDataset(memory_url, cache_dir=str(tmp_path / "cache"), storage_settings=settings)
+    lock = os.path.join(ds._source.cache_path, META, "locks", "0.lock")
+    with hold_lock(lock, 5, "test"):
+        start = time.monotonic()
+        with pytest.raises(CacheTimeoutError):
+            ds[0]
+        assert time.monotonic() - start < 3
+    assert ds[0] == expected_sample(0)
+    deeper = StreamingDataset(
+        memory_url, cache_dir=str(tmp_path / "cache"), storage_settings=settings, max_pre_download=2
+    )
+    assert deeper._source.settings == StorageSettings(wait_timeout_s=0.3, attempts=2, prefetch_chunks=2)
+    built = DatasetOptions(storage_settings=settings, cache_dir=str(tmp_path / "cache")).build(
+        memory_url, "train", None
+    )
+    assert built._source.settings is settings
+    with pytest.raises(TypeError, match="must be a StorageSettings"):
+        StreamingDataset(memory_url, cache_dir=str(tmp_path / "cache"), storage_settings={"attempts": 2})
+
+
 def test_a_rewritten_dataset_gets_a_new_entry(tmp_path, memory_url):
     cache = str(tmp_path / "cache")
     upload(write_dataset(tmp_path / "v1", n=12, chunk_size=4, tag="v1"), memory_url)
