@@ -29,6 +29,7 @@ class Work:
     split: Split | None
     source: Source
     total: int | None  # None for a queue (unknown until its end marker)
+    num_workers: int | None = None  # the caller's, with LitData's ``0`` meaning 1
 
 
 def output_location(output_dir: Any) -> str:
@@ -41,7 +42,7 @@ def output_location(output_dir: Any) -> str:
     raise TypeError(f"`output_dir` must be a path or URL, got {type(output_dir).__name__}")
 
 
-def check_common(
+def _check_common(
     *,
     machine: Any,
     start_method: str | None,
@@ -51,7 +52,7 @@ def check_common(
     batch_size: int | None,
     keep_data_ordered: bool | None,
 ) -> int | None:
-    """Checks shared by ``optimize`` and ``map``; returns ``num_workers`` with LitData's ``0`` meaning 1."""
+    """The worker and tuning arguments' checks; returns ``num_workers`` with LitData's ``0`` meaning 1."""
     if machine is not None:
         raise ValueError(
             "`machine` selects a Lightning Studio machine for a remote LitData job; lit-streaming runs the job "
@@ -82,13 +83,27 @@ def prepare_work(
     align_chunk: int | None = None,
     num_workers: int | None = None,
     num_downloaders: int | None = None,
+    num_uploaders: int | None = None,
+    machine: Any = None,
+    start_method: str | None = None,
+    keep_data_ordered: bool | None = None,
     storage_options: dict[str, Any] | None = None,
     timeout: float = 1800.0,
     what: str = "optimize",
 ) -> Work:
-    """Apply, in LitData's order, ``batch_size`` (group inputs), ``reader.remap_items``, ``fast_dev_run`` (keep
+    """The argument handling shared by ``optimize`` and ``map``: check the worker and tuning arguments, then
+    apply, in LitData's order, ``batch_size`` (group inputs), ``reader.remap_items``, ``fast_dev_run`` (keep
     the first inputs), and decide the split over workers (``weights``, ``reorder_files``, ``align_chunking``)
     and how a worker prepares its inputs (``reader.read``, downloads from a remote ``input_dir``)."""
+    num_workers = _check_common(
+        machine=machine,
+        start_method=start_method,
+        num_workers=num_workers,
+        num_downloaders=num_downloaders,
+        num_uploaders=num_uploaders,
+        batch_size=batch_size,
+        keep_data_ordered=keep_data_ordered,
+    )
     limit = inputs_module.fast_dev_run_count(fast_dev_run)
     if input_dir is not None:
         input_dir = os.fspath(input_dir) if isinstance(input_dir, os.PathLike) else input_dir
@@ -109,7 +124,7 @@ def prepare_work(
             if value is not None:
                 raise ValueError(f"`{name}` needs `inputs`; it cannot apply to a `queue`")
         source = Source(None, reader, input_dir, num_downloaders, storage_options, queue, timeout)
-        return Work(None, None, source, None)
+        return Work(None, None, source, None, num_workers)
     if inputs is None:
         raise ValueError("Pass `inputs` (a sequence of inputs) or `queue`")
     seq = inputs_module.as_sequence(inputs)
@@ -148,4 +163,4 @@ def prepare_work(
         weights = inputs_module.file_size_weights(seq, input_dir)
     split = Split(len(seq), weights, align_chunk)
     source = Source(seq, reader, input_dir, num_downloaders, storage_options, None, timeout)
-    return Work(seq, split, source, len(seq))
+    return Work(seq, split, source, len(seq), num_workers)

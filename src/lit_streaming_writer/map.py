@@ -63,15 +63,6 @@ def map(
     """
     if not callable(fn):
         raise TypeError(f"`fn` must be callable, got {type(fn).__name__}")
-    num_workers = compat.check_common(
-        machine=machine,
-        start_method=start_method,
-        num_workers=num_workers,
-        num_downloaders=num_downloaders,
-        num_uploaders=num_uploaders,
-        batch_size=batch_size,
-        keep_data_ordered=keep_data_ordered,
-    )
     work = compat.prepare_work(
         inputs=inputs,
         input_dir=input_dir,
@@ -82,10 +73,15 @@ def map(
         reorder_files=reorder_files,
         num_workers=num_workers,
         num_downloaders=num_downloaders,
+        num_uploaders=num_uploaders,
+        machine=machine,
+        start_method=start_method,
+        keep_data_ordered=keep_data_ordered,
         storage_options=storage_options,
         timeout=timeout,
         what="map",
     )
+    num_workers = work.num_workers
     out = Output(compat.output_location(output_dir), storage_options)
     launch.run(
         _MapJob(fn, work, out, error_when_not_empty),

@@ -130,15 +130,6 @@ def optimize(
         )
     if align_chunking and chunk_size is None:
         raise ValueError("`align_chunking=True` needs `chunk_size` (whole chunks of items per worker)")
-    num_workers = compat.check_common(
-        machine=machine,
-        start_method=start_method,
-        num_workers=num_workers,
-        num_downloaders=num_downloaders,
-        num_uploaders=num_uploaders,
-        batch_size=batch_size,
-        keep_data_ordered=keep_data_ordered,
-    )
     work = compat.prepare_work(
         inputs=inputs,
         queue=queue,
@@ -151,10 +142,15 @@ def optimize(
         align_chunk=chunk_size if align_chunking else None,
         num_workers=num_workers,
         num_downloaders=num_downloaders,
+        num_uploaders=num_uploaders,
+        machine=machine,
+        start_method=start_method,
+        keep_data_ordered=keep_data_ordered,
         storage_options=storage_options,
         timeout=timeout,
         what="optimize",
     )
+    num_workers = work.num_workers
     settings = dict(
         chunk_size=chunk_size,
         chunk_bytes=chunk_bytes,
