@@ -4,6 +4,7 @@ carry an integer id (``ids_of`` maps a sample to it)."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import pickle
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import fsspec
+import pytest
 from state_helpers import as_plain, check_resume
 
 from lit_streaming import CombinedStreamingDataset, StreamingDataLoader, StreamingDataset
@@ -96,3 +98,40 @@ def check_mixed(
     mix = CombinedStreamingDataset([make(shuffle=True), other], seed=3, iterate_over_all=True)
     got = batch_ids(list(StreamingDataLoader(mix, batch_size=4, num_workers=2)))
     assert sorted(got) == sorted(list(range(n)) + sorted(other_ids))
+
+
+def _id_of(sample: dict, key: str) -> dict:
+    return {"id": sample[key]}
+
+
+class ProductTests:
+    """The checks above as tests, for one format's module: a subclass (``class TestProduct(ProductTests)``)
+    sets ``n`` (the dataset's samples) and ``key`` (the field holding a sample's id) and defines the fixture
+    ``path`` (the dataset folder). ``make(**kw)`` builds datasets whose samples are ``{"id": sample[key]}``;
+    a subclass overrides the fixture when ids come from elsewhere."""
+
+    n: int
+    key: str
+
+    @pytest.fixture()
+    def make(self, path: str) -> Callable[..., StreamingDataset]:
+        return functools.partial(StreamingDataset, path, transform=functools.partial(_id_of, key=self.key))
+
+    def test_shuffles(self, make):
+        check_shuffled(make, self.n)
+
+    def test_exactly_once_over_ranks_and_workers(self, make, monkeypatch):
+        check_exactly_once(make, self.n, monkeypatch)
+
+    def test_resumes_mid_epoch(self, make):
+        check_resume_mid_epoch(make)
+
+    def test_mixes_with_a_litdata_dataset(self, make, litdata_dir):
+        other = StreamingDataset(litdata_dir, shuffle=True)
+        check_mixed(make, self.n, other, {10_000 + i for i in range(OTHER_N)})
+
+    def test_resumes_with_another_number_of_workers(self, make):
+        check_elastic_workers(make)
+
+    def test_pickles_for_spawned_workers(self, path):
+        check_picklable(path, self.key)

@@ -9,16 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _product import (
-    OTHER_N,
-    check_elastic_workers,
-    check_exactly_once,
-    check_mixed,
-    check_picklable,
-    check_resume_mid_epoch,
-    check_shuffled,
-    upload,
-)
+from _product import ProductTests, upload
 from _writers import MDS_COLUMNS, SCALARS, mds_sample, write_mds
 from PIL import Image
 
@@ -38,15 +29,16 @@ def mds_dir(tmp_path_factory) -> str:
     return out
 
 
+class TestProduct(ProductTests):
+    n, key = N, "id"
+
+    @pytest.fixture()
+    def path(self, mds_dir):
+        return mds_dir
+
+
 def _id_only(sample: dict) -> dict:
     return {"id": sample["id"]}
-
-
-def _make(path: str):
-    def make(**kw) -> StreamingDataset:
-        return StreamingDataset(path, transform=_id_only, **kw)
-
-    return make
 
 
 def assert_sample_equal(got: dict, want: dict) -> None:
@@ -206,23 +198,6 @@ def test_streams_from_a_remote_url_through_the_bounded_cache(mds_dir, tmp_path, 
     assert_sample_equal(ds[N - 1], mds_sample(N - 1))
 
 
-def test_shuffles(mds_dir):
-    check_shuffled(_make(mds_dir), N)
-
-
-def test_exactly_once_over_ranks_and_workers(mds_dir, monkeypatch):
-    check_exactly_once(_make(mds_dir), N, monkeypatch)
-
-
-def test_resumes_mid_epoch(mds_dir):
-    check_resume_mid_epoch(_make(mds_dir))
-
-
-def test_mixes_with_a_litdata_dataset(mds_dir, litdata_dir):
-    other = StreamingDataset(litdata_dir, shuffle=True)
-    check_mixed(_make(mds_dir), N, other, {10_000 + i for i in range(OTHER_N)})
-
-
 def test_a_litdata_item_loader_is_refused_for_another_format(mds_dir):
     from lit_streaming.item_loaders import TokensLoader
 
@@ -241,14 +216,6 @@ def test_inspect_shows_the_format(mds_dir, litdata_dir, capsys):
     assert summary["columns"]["photo"] == "jpeg" and summary["checksums"] is True
     assert main(["inspect", litdata_dir]) == 0
     assert json.loads(capsys.readouterr().out)["format"] == "litdata"
-
-
-def test_resumes_with_another_number_of_workers(mds_dir):
-    check_elastic_workers(_make(mds_dir))
-
-
-def test_pickles_for_spawned_workers(mds_dir):
-    check_picklable(mds_dir, "id")
 
 
 def test_spawned_workers_read_it(mds_dir):

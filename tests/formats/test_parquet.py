@@ -8,16 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from _product import (
-    OTHER_N,
-    check_elastic_workers,
-    check_exactly_once,
-    check_mixed,
-    check_picklable,
-    check_resume_mid_epoch,
-    check_shuffled,
-    upload,
-)
+from _product import ProductTests, upload
 from _writers import write_parquet
 
 from lit_streaming import StreamingDataset
@@ -38,14 +29,23 @@ def parquet_dir(tmp_path_factory) -> tuple[str, list[dict]]:
     return out, [row for chunk in index["chunks"] for row in by_file[chunk["filename"]]]
 
 
-def _make(path: str, rows: list[dict]):
-    """Datasets whose samples carry their position in the index order as ``id``."""
-    position = {row["id"]: k for k, row in enumerate(rows)}
+class TestProduct(ProductTests):
+    n, key = N, "id"
 
-    def make(**kw) -> StreamingDataset:
-        return StreamingDataset(path, transform=lambda row: {"id": position[row["id"]]}, **kw)
+    @pytest.fixture()
+    def path(self, parquet_dir):
+        return parquet_dir[0]
 
-    return make
+    @pytest.fixture()
+    def make(self, parquet_dir):
+        """Datasets whose samples carry their position in the index order as ``id``."""
+        path, rows = parquet_dir
+        position = {row["id"]: k for k, row in enumerate(rows)}
+
+        def make(**kw) -> StreamingDataset:
+            return StreamingDataset(path, transform=lambda row: {"id": position[row["id"]]}, **kw)
+
+        return make
 
 
 def test_rows_read_back_as_dicts(parquet_dir):
@@ -104,28 +104,3 @@ def test_streams_from_a_remote_url_through_the_cache(parquet_dir, tmp_path, memo
     upload(path, memory_url)
     ds = StreamingDataset(memory_url, cache_dir=str(tmp_path / "cache"))
     assert [s for s in ds] == rows
-
-
-def test_shuffles(parquet_dir):
-    check_shuffled(_make(*parquet_dir), N)
-
-
-def test_exactly_once_over_ranks_and_workers(parquet_dir, monkeypatch):
-    check_exactly_once(_make(*parquet_dir), N, monkeypatch)
-
-
-def test_resumes_mid_epoch(parquet_dir):
-    check_resume_mid_epoch(_make(*parquet_dir))
-
-
-def test_mixes_with_a_litdata_dataset(parquet_dir, litdata_dir):
-    other = StreamingDataset(litdata_dir, shuffle=True)
-    check_mixed(_make(*parquet_dir), N, other, {10_000 + i for i in range(OTHER_N)})
-
-
-def test_resumes_with_another_number_of_workers(parquet_dir):
-    check_elastic_workers(_make(*parquet_dir))
-
-
-def test_pickles_for_spawned_workers(parquet_dir):
-    check_picklable(parquet_dir[0], "id")

@@ -12,16 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _product import (
-    OTHER_N,
-    check_elastic_workers,
-    check_exactly_once,
-    check_mixed,
-    check_picklable,
-    check_resume_mid_epoch,
-    check_shuffled,
-    upload,
-)
+from _product import ProductTests, upload
 from _writers import wds_sample, write_wds
 
 from lit_streaming import StreamingDataset
@@ -40,15 +31,12 @@ def wds_dir(tmp_path_factory) -> str:
     return out
 
 
-def _id_only(sample: dict) -> dict:
-    return {"id": sample["cls"]}
+class TestProduct(ProductTests):
+    n, key = N, "cls"
 
-
-def _make(path: str):
-    def make(**kw) -> StreamingDataset:
-        return StreamingDataset(path, transform=_id_only, **kw)
-
-    return make
+    @pytest.fixture()
+    def path(self, wds_dir):
+        return wds_dir
 
 
 def test_samples_equal_what_webdataset_decodes(wds_dir):
@@ -174,23 +162,6 @@ def test_not_a_tar_is_refused_naming_it(tmp_path):
         StreamingDataset(str(tmp_path))
 
 
-def test_shuffles(wds_dir):
-    check_shuffled(_make(wds_dir), N)
-
-
-def test_exactly_once_over_ranks_and_workers(wds_dir, monkeypatch):
-    check_exactly_once(_make(wds_dir), N, monkeypatch)
-
-
-def test_resumes_mid_epoch(wds_dir):
-    check_resume_mid_epoch(_make(wds_dir))
-
-
-def test_mixes_with_a_litdata_dataset(wds_dir, litdata_dir):
-    other = StreamingDataset(litdata_dir, shuffle=True)
-    check_mixed(_make(wds_dir), N, other, {10_000 + i for i in range(OTHER_N)})
-
-
 def test_inspect_shows_the_format(wds_dir, capsys):
     assert main(["inspect", wds_dir]) == 0
     summary = json.loads(capsys.readouterr().out)
@@ -214,14 +185,6 @@ def test_a_forged_index_entry_is_refused(tmp_path, wds_dir):
     (folder / wds.INDEX_NAME).write_text(json.dumps(doc))
     with pytest.raises(CorruptShardError, match=r"shard shard-000003.tar: tar index entry is inconsistent"):
         StreamingDataset(str(folder))
-
-
-def test_resumes_with_another_number_of_workers(wds_dir):
-    check_elastic_workers(_make(wds_dir))
-
-
-def test_pickles_for_spawned_workers(wds_dir):
-    check_picklable(wds_dir, "cls")
 
 
 def test_verify_reads_every_sample(wds_dir, capsys):
