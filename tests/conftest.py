@@ -1,4 +1,5 @@
-"""Shared fixtures. S3 tests talk to a real S3-protocol server (moto's server mode) on loopback."""
+"""Shared fixtures. S3 tests talk to a real S3-protocol server (moto's server mode) on loopback; remote-path
+unit tests use a ``memory://`` location (fsspec's in-process file system)."""
 
 from __future__ import annotations
 
@@ -41,3 +42,15 @@ def s3_bucket(s3_server, monkeypatch):
     fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_server}, key="testing", secret="testing")
     fs.mkdir(name)
     yield f"s3://{name}", options
+
+
+@pytest.fixture()
+def memory_url():
+    """A fresh ``memory://`` folder URL, removed afterwards."""
+    import fsspec
+
+    root = f"/lit-streaming-tests/{uuid.uuid4().hex[:12]}"
+    yield f"memory:/{root}"
+    fs = fsspec.filesystem("memory")
+    if fs.exists(root):
+        fs.rm(root, recursive=True)
