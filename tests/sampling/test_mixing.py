@@ -7,29 +7,13 @@ from unittest import mock
 
 import numpy as np
 import pytest
+from array_keys import ArrayKeys
 from eager_reference import ref_child_positions, ref_mix_keys
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lit_streaming.sampling import MixPlan, MixSequence, mix_length
 from lit_streaming.sampling import mixing as mixing_module
-from lit_streaming.sampling.sequence import KeySequence
-
-
-class ArrayKeys(KeySequence):
-    """A materialised child plan whose key k lies in chunk k // 10."""
-
-    def __init__(self, keys) -> None:
-        self.array = np.asarray(keys, dtype=np.int64)
-        self.length = int(self.array.size)
-
-    def keys(self, lo: int, hi: int) -> np.ndarray:
-        self._check(lo, hi)
-        return self.array[lo:hi]
-
-    def chunk_runs(self, lo: int, hi: int) -> list[tuple[int, np.ndarray]]:
-        self._check(lo, hi)
-        return [(0, self.array[lo:hi] // 10)] if hi > lo else []
 
 
 def counts_of(choices: np.ndarray, k: int) -> np.ndarray:
@@ -120,7 +104,8 @@ def test_mix_sequence_equals_eager_reference(
     leaf_offsets = list(range(0, 3 * k, 3))
     with mock.patch.object(mixing_module, "BLOCK_UNITS", block_units):
         plan = MixPlan(lengths, weights, seed, 0, iterate_over_all, batch_size, per_stream)
-        seq = MixSequence(plan, [ArrayKeys(c) for c in child_keys], key_offsets, leaf_offsets)
+        children = [ArrayKeys(c, keys_per_chunk=10) for c in child_keys]  # key k lies in chunk k // 10
+        seq = MixSequence(plan, children, key_offsets, leaf_offsets)
         choices = plan.children(0, plan.length)
         eager = ref_mix_keys(choices, child_keys, key_offsets)
         np.testing.assert_array_equal(seq.all_keys(), eager)
@@ -144,7 +129,7 @@ def test_mix_sequence_equals_eager_reference(
 def test_mix_sequence_refuses_a_short_child():
     plan = MixPlan([10, 10], [1, 1], 0, 0, True, 1, False)
     with pytest.raises(ValueError, match="child 1"):
-        MixSequence(plan, [ArrayKeys(range(10)), ArrayKeys(range(9))], [0, 10], [0, 1])
+        MixSequence(plan, [ArrayKeys(range(10), 10), ArrayKeys(range(9), 10)], [0, 10], [0, 1])
 
 
 def test_proportions_converge_to_weights():

@@ -7,6 +7,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from array_keys import ArrayKeys
 from eager_reference import (
     ref_chunk_ids,
     ref_rank_length,
@@ -41,22 +42,6 @@ from lit_streaming.sampling.sequence import Concat, Cycle, KeySequence, Slice
 chunkings = st.lists(st.integers(0, 30), min_size=0, max_size=20)
 seeds = st.integers(0, 2**32 - 1)
 subsamples = st.sampled_from([0.25, 0.5, 1.0, 1.0, 1.5, 2.0, 3.3])
-
-
-class ArrayKeys(KeySequence):
-    """A materialised key sequence (one chunk per key), for partition tests."""
-
-    def __init__(self, keys) -> None:
-        self.array = np.asarray(keys, dtype=np.int64)
-        self.length = int(self.array.size)
-
-    def keys(self, lo: int, hi: int) -> np.ndarray:
-        self._check(lo, hi)
-        return self.array[lo:hi]
-
-    def chunk_runs(self, lo: int, hi: int) -> list[tuple[int, np.ndarray]]:
-        self._check(lo, hi)
-        return [(0, self.array[lo:hi])]
 
 
 def reassemble(seq: KeySequence, start: int, batch_size: int, num_workers: int) -> np.ndarray:
