@@ -320,12 +320,7 @@ class Source:
                     self.queue.put(item)  # every worker sees the end marker
                     return
                 item, files = self._prepare(number, item, local)
-                try:
-                    yield number, item
-                finally:
-                    for path in files:
-                        with contextlib.suppress(FileNotFoundError):
-                            os.remove(path)
+                yield from _handed_out(number, item, files)
                 number += 1
         finally:
             shutil.rmtree(local, ignore_errors=True)
@@ -343,12 +338,7 @@ class Source:
                     next_i += 1
                 i, future = pending.popleft()
                 item, files = future.result()
-                try:
-                    yield i, item
-                finally:
-                    for path in files:
-                        with contextlib.suppress(FileNotFoundError):
-                            os.remove(path)
+                yield from _handed_out(i, item, files)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             shutil.rmtree(local, ignore_errors=True)
@@ -399,6 +389,16 @@ class Source:
                     raise
                 log.warning("Retrying download of %s after %s: %s", url, type(err).__name__, err)
                 time.sleep(0.5 * 2**attempt)
+
+
+def _handed_out(index: int, item: Any, files: list[str]) -> Iterator[tuple[int, Any]]:
+    """Yield one prepared input, then remove the files downloaded for it (also when the worker stops early)."""
+    try:
+        yield index, item
+    finally:
+        for path in files:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
 
 
 def accepted_keywords(fn: Callable) -> set[str]:
