@@ -72,18 +72,11 @@ def make_dataset(root: str, num_blocks: int) -> str:
     return out
 
 
-def _peak_rss_mb(pid: int) -> float:
+def _status_mb(pid: int, field: str) -> float:
+    """A memory field of /proc/PID/status (VmRSS: now, VmHWM: the peak), in MB."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -104,7 +97,7 @@ def cell(lib: str, path: str, workers: int) -> dict:
         import litdata as lib_module
     _ = (lib_module.StreamingDataset, lib_module.StreamingDataLoader, lib_module.TokensLoader)  # lazy exports
     me = os.getpid()
-    imported_rss = _rss_mb(me)  # torch and the library: the same for every dataset size
+    imported_rss = _status_mb(me, "VmRSS")  # torch and the library: the same for every dataset size
     t0 = time.perf_counter()
     ds = lib_module.StreamingDataset(path, item_loader=lib_module.TokensLoader(BLOCK), shuffle=True)
     loader = lib_module.StreamingDataLoader(ds, batch_size=BATCH, num_workers=workers)
@@ -117,7 +110,7 @@ def cell(lib: str, path: str, workers: int) -> dict:
         if k == 0:
             first = time.perf_counter() - t0
     total = time.perf_counter() - t0
-    workers_rss = [_peak_rss_mb(p) for p in _children(me)]
+    workers_rss = [_status_mb(p, "VmHWM") for p in _children(me)]
     return {
         "lib": lib,
         "workers": workers,
@@ -126,7 +119,7 @@ def cell(lib: str, path: str, workers: int) -> dict:
         "first_batch_s": round(first or 0.0, 3),
         "first_20_s": round(total, 3),
         "import_rss_mb": round(imported_rss, 1),
-        "main_peak_rss_mb": round(_peak_rss_mb(me), 1),
+        "main_peak_rss_mb": round(_status_mb(me, "VmHWM"), 1),
         "worker_peak_rss_mb": [round(x, 1) for x in workers_rss],
     }
 

@@ -21,7 +21,15 @@ def make_sample(index):
 
 
 def folder_bytes(folder):
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(folder) for f in files)
+    """Bytes under ``folder`` now; a chunk evicted while we walk simply no longer counts."""
+    total = 0
+    for d, _, files in os.walk(folder):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(d, f))
+            except FileNotFoundError:
+                pass
+    return total
 
 
 if __name__ == "__main__":

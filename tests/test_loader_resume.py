@@ -119,14 +119,12 @@ def test_resume_refuses_changed_settings(data_dir):
         )
 
 
-def _consume(data_dir, monkeypatch, world_size, workers, batches, state=None, drop_last=False):
+def _run_world(make_loader, monkeypatch, world_size, batches, state=None):
     """Run every rank of a world for ``batches`` batches (None = to the end); return ids and rank-0 state."""
     seen, states = [], []
     for rank in range(world_size):
         _in_rank(monkeypatch, rank, world_size)
-        loader = StreamingDataLoader(
-            StreamingDataset(data_dir, shuffle=True, drop_last=drop_last), batch_size=4, num_workers=workers
-        )
+        loader = make_loader()
         if state is not None:
             loader.load_state_dict(state)
         it = iter(loader)
@@ -135,6 +133,14 @@ def _consume(data_dir, monkeypatch, world_size, workers, batches, state=None, dr
         states.append(loader.state_dict())
     assert all(s == states[0] for s in states), "loader state differs between ranks"
     return seen, states[0]
+
+
+def _consume(data_dir, monkeypatch, world_size, workers, batches, state=None, drop_last=False):
+    def make():
+        ds = StreamingDataset(data_dir, shuffle=True, drop_last=drop_last)
+        return StreamingDataLoader(ds, batch_size=4, num_workers=workers)
+
+    return _run_world(make, monkeypatch, world_size, batches, state)
 
 
 @pytest.mark.parametrize(("w_from", "w_to"), [(2, 1), (1, 2), (3, 2)])
@@ -222,21 +228,11 @@ def test_nested_combined_streams_and_resumes(data_dir, other_dir, workers):
 
 
 def _consume_combined(data_dir, other_dir, monkeypatch, world_size, batches, state=None):
-    seen, states = [], []
-    for rank in range(world_size):
-        _in_rank(monkeypatch, rank, world_size)
-        ds = CombinedStreamingDataset(
-            [StreamingDataset(data_dir, shuffle=True), StreamingDataset(other_dir, shuffle=True)]
-        )
-        loader = StreamingDataLoader(ds, batch_size=4, drop_last=False)
-        if state is not None:
-            loader.load_state_dict(state)
-        it = iter(loader)
-        got = list(it) if batches is None else [next(it) for _ in range(batches)]
-        seen.extend(_ids(got))
-        states.append(loader.state_dict())
-    assert all(s == states[0] for s in states)
-    return seen, states[0]
+    def make():
+        parts = [StreamingDataset(data_dir, shuffle=True), StreamingDataset(other_dir, shuffle=True)]
+        return StreamingDataLoader(CombinedStreamingDataset(parts), batch_size=4, drop_last=False)
+
+    return _run_world(make, monkeypatch, world_size, batches, state)
 
 
 @pytest.mark.parametrize(("w_from", "w_to"), [(2, 1), (1, 2), (2, 3)])
