@@ -24,6 +24,7 @@ from lit_streaming.errors import LitStreamingError
 
 def _inspect(path: str) -> int:
     from lit_streaming.formats import detect, open_dataset, read_listing
+    from lit_streaming.formats.litdata import read_bound_index
     from lit_streaming.storage import open_source
 
     source = open_source(path)
@@ -33,7 +34,7 @@ def _inspect(path: str) -> int:
             json.dumps({"dataset": path, **open_dataset(source, spec.name, None, True).describe()}, indent=2)
         )
         return 0
-    index = source.read_index()
+    index = read_bound_index(source)
     sizes = [c.chunk_size for c in index.chunks]
     summary = {
         "dataset": path,
@@ -59,12 +60,13 @@ def _verify(path: str, block_size: int | None = None) -> int:
     so every chunk file is opened and its size and checksum are checked."""
     from lit_streaming.dataset import StreamingDataset
     from lit_streaming.formats import detect, open_dataset, read_listing
+    from lit_streaming.formats.litdata import read_bound_index
     from lit_streaming.storage import open_source
 
     source = open_source(path)
     spec = detect(read_listing(source))
     if spec.name == "litdata":
-        index = source.read_index()
+        index = read_bound_index(source)
         names = [c.filename for c in index.chunks]
         loader_name = index.item_loader_name
     else:  # MDS, WebDataset, Parquet: their shard files

@@ -33,6 +33,7 @@ from lit_streaming import StreamingDataset  # noqa: E402
 from lit_streaming.format.chunk import CorruptChunkError  # noqa: E402
 from lit_streaming.format.index import InvalidIndexError  # noqa: E402
 from lit_streaming.format.serializers import PickleNotAllowedError  # noqa: E402
+from lit_streaming.formats.litdata import read_bound_index  # noqa: E402
 from lit_streaming.storage import (  # noqa: E402
     ChunkIntegrityError,
     DownloadError,
@@ -91,13 +92,13 @@ def test_retries_are_bounded_and_the_error_names_the_url(s3_server, s3_dataset, 
         )
         start = time.monotonic()
         with pytest.raises(DownloadError, match=f"Giving up on {url}/index.json after 3 attempts"):
-            source.read_index()
+            read_bound_index(source)
         assert time.monotonic() - start < 5
     with FaultProxy(s3_server, rate=1.0, kinds=("500",), only_paths_containing=".bin") as proxy:
         source = open_source(
             url, tmp_path, dict(options, endpoint_url=proxy.url, **STRICT_CLIENT), None, settings
         )
-        index = source.read_index()
+        index = read_bound_index(source)
         start = time.monotonic()
         name = chunk_names(local)[0]
         with pytest.raises(DownloadError, match=f"{url}/{name}"):
@@ -123,14 +124,14 @@ def test_a_trickling_server_fails_the_download_naming_the_url(s3_server, s3_data
         )
         start = time.monotonic()
         with pytest.raises(DownloadError, match=rf"Giving up on {url}/index.json after 2 attempts.*stalled"):
-            source.read_index()
+            read_bound_index(source)
         assert time.monotonic() - start < 10
         assert proxy.faults["trickle"] == 2
     with FaultProxy(s3_server, rate=1.0, kinds=("trickle",), only_paths_containing=".bin") as proxy:
         source = open_source(
             url, tmp_path, dict(options, endpoint_url=proxy.url, **no_client_retries), None, settings
         )
-        index = source.read_index()
+        index = read_bound_index(source)
         name = chunk_names(local)[0]
         start = time.monotonic()
         with pytest.raises(DownloadError, match=rf"{url}/{name} after 2 attempts.*slower than the minimum"):
@@ -143,7 +144,7 @@ def test_a_stalled_download_is_retried(s3_server, s3_dataset, tmp_path):
     settings = StorageSettings(**dict(TRICKLE_SETTINGS, attempts=3))
     with FaultProxy(s3_server, rate=1.0, kinds=("trickle",), only_paths_containing=".bin", max_faults=2) as p:
         source = open_source(url, tmp_path, dict(options, endpoint_url=p.url), None, settings)
-        index = source.read_index()
+        index = read_bound_index(source)
         path = source.chunk_path(0, index.chunks[0])
         assert p.faults["trickle"] == 2
     with open(path, "rb") as f:

@@ -23,6 +23,7 @@ from _storage_support import (  # noqa: E402
 )
 
 from lit_streaming import StreamingDataset  # noqa: E402
+from lit_streaming.formats.litdata import read_bound_index  # noqa: E402
 from lit_streaming.storage import CacheFullError, ChunkIntegrityError, open_source  # noqa: E402
 
 
@@ -152,7 +153,7 @@ def test_storage_options_belong_to_each_dataset(s3_server, s3_bucket, tmp_path):
 def _read_holding(source, order: list[int], capacity: int, errors) -> None:
     """A reader as the dataset will be: at most ``capacity`` chunks open, the oldest released first."""
     try:
-        index = source.read_index() if source.cache_path is None else None
+        index = read_bound_index(source) if source.cache_path is None else None
         held: list[int] = []
         source.prefetch(order)
         for k in order:
@@ -177,7 +178,7 @@ def test_readers_holding_what_chunks_per_reader_allows_never_exceed_the_bound(s3
     limit = tree_bytes(str(local)) // 5
     cache = str(tmp_path / "cache")
     source = open_source(f"{bucket}/big", cache, options, limit)
-    source.read_index()
+    read_bound_index(source)
     capacity = source.chunks_per_reader(2)
     assert capacity == (limit - (local / "index.json").stat().st_size) // (2 * chunk) and capacity >= 2
     assert source.chunks_per_reader(2, chunk_bytes=chunk // 2) >= 2 * capacity
@@ -202,7 +203,7 @@ def test_pins_beyond_the_budget_fail_loudly_instead_of_growing_the_cache(s3_buck
     chunk = max((local / name).stat().st_size for name in chunk_names(local))
     limit = (local / "index.json").stat().st_size + 3 * chunk
     source = open_source(f"{bucket}/big", str(tmp_path / "cache"), options, limit)
-    index = source.read_index()
+    index = read_bound_index(source)
     for k in range(4):  # 3 fit, the 4th one past the bound while within it
         source.chunk_path(k, index.chunks[k])
     with pytest.raises(CacheFullError, match=r"is full: max_cache_size=\d+ bytes.*pinned by this reader"):

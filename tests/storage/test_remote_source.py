@@ -21,6 +21,7 @@ from _storage_support import (
 
 from lit_streaming import StreamingDataset
 from lit_streaming.format.index import InvalidIndexError
+from lit_streaming.formats.litdata import read_bound_index
 from lit_streaming.storage import (
     CACHE_DIR_ENV,
     CacheTimeoutError,
@@ -72,7 +73,7 @@ def test_prefetch_downloads_ahead_in_reading_order_and_no_further(tmp_path, memo
     dataset = write_dataset(tmp_path / "ds", n=40, chunk_size=2)
     upload(dataset, memory_url)
     source = open_source(memory_url, tmp_path / "cache", settings=StorageSettings(prefetch_chunks=3))
-    index = source.read_index()
+    index = read_bound_index(source)
     order = [7, 3, 12, 0, 19, 5, 8]
     source.prefetch(order)
     source.chunk_path(7, index.chunks[7])
@@ -149,7 +150,7 @@ def test_missing_dataset_names_the_url(tmp_path, memory_url):
 def test_a_stuck_download_elsewhere_times_out_naming_the_chunk(tmp_path, dataset, memory_url):
     upload(dataset, memory_url)
     source = open_source(memory_url, tmp_path / "cache", settings=StorageSettings(wait_timeout_s=0.3))
-    index = source.read_index()
+    index = read_bound_index(source)
     lock = os.path.join(source.cache_path, META, "locks", "0.lock")
     held, done = threading.Event(), threading.Event()
 

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lit_streaming.formats.base import ShardTable
 
-if TYPE_CHECKING:
-    from lit_streaming.format.index import DatasetIndex
-
 
 class DatasetSource(ABC):
-    """Resolves a dataset location to its index and to local, mmap-able chunk files."""
+    """Resolves a dataset location to its files and to local, mmap-able copies of its shards (any format)."""
 
     url: str
 
@@ -32,12 +29,6 @@ class DatasetSource(ABC):
     def bind(self, table: ShardTable) -> None:
         """Fetch, verify and cache shards as the format's neutral ``table`` describes them (storage knows no
         format: names, stored sizes, checksums and the dataset version all come from the table)."""
-
-    def read_index(self) -> DatasetIndex:
-        """The LitData index at this location, bound as the shard table (for callers that predate formats)."""
-        from lit_streaming.formats.litdata import read_bound_index
-
-        return read_bound_index(self)
 
     @abstractmethod
     def chunk_path(self, chunk_index: int, entry: Any = None) -> str:

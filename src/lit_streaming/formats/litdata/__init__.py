@@ -135,7 +135,7 @@ def _detect(listing: Listing) -> bool:
 
 
 def read_bound_index(source: FileAccess) -> DatasetIndex:
-    """Read the LitData index at ``source`` and bind its shard table there (``DatasetSource.read_index``)."""
+    """Read the LitData index at ``source`` and bind its shard table there."""
     index_url = source.location_of(INDEX_FILENAME)
     try:
         raw = source.read_bytes(INDEX_FILENAME)
