@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lit_streaming import StreamingDataLoader, StreamingDataset
-from lit_streaming.batching import PooledCollate
+from lit_streaming.engine.batching import PooledCollate
 from lit_streaming_writer import optimize
 
 SHAPE = (3, 64, 64)  # 12 KiB per sample: batches of 32 are pooled

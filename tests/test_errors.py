@@ -29,7 +29,7 @@ BUILTIN_BASES = {
     "lit_streaming.storage.errors.CacheTimeoutError": TimeoutError,
     "lit_streaming.storage.errors.ChunkIntegrityError": ValueError,
     "lit_streaming.storage.transfer.DownloadStalledError": TimeoutError,
-    "lit_streaming.resume_state.ResumeError": ValueError,
+    "lit_streaming.engine.resume_state.ResumeError": ValueError,
     "lit_streaming_writer.errors.InputError": RuntimeError,
     "lit_streaming_writer.errors.WorkerError": RuntimeError,
     "lit_streaming_writer.optimize.DatasetExistsError": FileExistsError,

@@ -13,7 +13,7 @@ READ_SIDE = (
     "lit_streaming.dataloader",
     "lit_streaming.datamodule",
     "lit_streaming.combined",
-    "lit_streaming.chunks",
+    "lit_streaming.engine.chunks",
     "lit_streaming.storage",
 )
 

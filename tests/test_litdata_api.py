@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from lit_streaming import StreamingDataLoader, StreamingDataset
-from lit_streaming.dataset_compat import merge_session_options, storage_settings
+from lit_streaming.engine.dataset_compat import merge_session_options, storage_settings
 from lit_streaming_writer import optimize
 
 N = 53

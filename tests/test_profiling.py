@@ -121,7 +121,7 @@ def test_bad_profile_arguments_named(data_dir, kwargs, name):
 
 
 def test_recorder_is_bounded():
-    from lit_streaming.profiling import TraceRecorder
+    from lit_streaming.engine.profiling import TraceRecorder
 
     rec = TraceRecorder("p", max_events=3)
     for i in range(10):

@@ -15,9 +15,10 @@ from typing import Any
 
 from torch.utils.data import DataLoader
 
-from lit_streaming import distributed, profiling, sampling
-from lit_streaming.batching import PooledCollate
-from lit_streaming.resume_state import STATE_VERSION, ResumeError, check_state, settings_diff
+from lit_streaming import sampling
+from lit_streaming.engine import distributed, profiling
+from lit_streaming.engine.batching import PooledCollate
+from lit_streaming.engine.resume_state import STATE_VERSION, ResumeError, check_state, settings_diff
 from lit_streaming.stream import Stream
 
 __all__ = ["STATE_VERSION", "ResumeError", "StreamingDataLoader"]

@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from lit_streaming import dataset_compat as compat
-from lit_streaming import profiling, sampling
-from lit_streaming.chunks import OpenChunks
+from lit_streaming import sampling
+from lit_streaming.engine import dataset_compat as compat
+from lit_streaming.engine import profiling
+from lit_streaming.engine.chunks import OpenChunks
 from lit_streaming.formats import open_dataset
 from lit_streaming.item_loaders import ItemLoader
 from lit_streaming.storage import StorageSettings, open_source

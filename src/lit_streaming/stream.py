@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from torch.utils.data import IterableDataset
 
-from lit_streaming import profiling, sampling
-from lit_streaming.iteration import IterationContext, IterationControl
+from lit_streaming import sampling
+from lit_streaming.engine import profiling
+from lit_streaming.engine.iteration import IterationContext, IterationControl
 from lit_streaming.sampling import KeySequence
 
 if TYPE_CHECKING:

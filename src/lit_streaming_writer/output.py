@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import fsspec
 
+from lit_streaming.engine.per_process import PerProcess
 from lit_streaming.format.index import write_text_atomic
-from lit_streaming.per_process import PerProcess
 
 if TYPE_CHECKING:  # imported where used: importing the writer must not load the read side's storage package
     from lit_streaming.storage.settings import StorageSettings

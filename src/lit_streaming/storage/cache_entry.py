@@ -36,9 +36,9 @@ from contextlib import contextmanager
 
 import filelock
 
+from lit_streaming.engine.per_process import PerProcess
 from lit_streaming.format.index import InvalidIndexError
 from lit_streaming.formats.base import ShardTable, as_shard_table
-from lit_streaming.per_process import PerProcess
 from lit_streaming.storage.errors import CacheFullError, CacheTimeoutError
 from lit_streaming.storage.owners import (
     READER_SEP,

@@ -13,8 +13,8 @@ from typing import Any
 
 import fsspec
 
+from lit_streaming.engine.per_process import PerProcess
 from lit_streaming.formats.base import ShardEntry
-from lit_streaming.per_process import PerProcess
 from lit_streaming.storage.errors import ChunkIntegrityError
 from lit_streaming.storage.integrity import verify_file
 from lit_streaming.storage.local_files import check_local_file

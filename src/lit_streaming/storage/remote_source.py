@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from lit_streaming.engine.per_process import PerProcess
 from lit_streaming.formats.base import ShardTable
-from lit_streaming.per_process import PerProcess
 from lit_streaming.storage.cache_entry import META, CacheEntry
 from lit_streaming.storage.cache_paths import dataset_dirname, dataset_version
 from lit_streaming.storage.fetcher import ChunkFetcher

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import get_worker_info
 from torch.utils.data._utils.collate import collate, default_collate_fn_map
 
-from lit_streaming.per_process import PerProcess
+from lit_streaming.engine.per_process import PerProcess
 
 MAX_SLOTS = 64
 _MIN_POOLED_BYTES = 1 << 14  # below this a fresh segment is as cheap as a slot lookup

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import get_worker_info
 
-from lit_streaming import distributed
+from lit_streaming.engine import distributed
 
 
 @dataclass(frozen=True)
