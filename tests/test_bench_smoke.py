@@ -68,8 +68,6 @@ def test_bench_small_prints_every_job_and_ours_never_fails(tmp_path):
 def test_a_failing_cell_is_reported_not_raised(tmp_path):
     """A library that fails a job (e.g. s3:// reading not supported yet) yields an error result for that cell,
     which the table shows as ERROR with a footnote, instead of stopping the run."""
-    if REPO not in sys.path:
-        sys.path.insert(0, REPO)
     from bench import report, worker
     from bench.config import SMALL
     from bench.report import Cell

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from state_helpers import as_plain, check_resume
+from support.resume import as_plain, check_resume
 
 from lit_streaming import CombinedStreamingDataset, ResumeError, StreamingDataLoader, StreamingDataset
 from lit_streaming_writer import optimize

@@ -7,7 +7,7 @@ import itertools
 from collections import Counter
 
 import pytest
-from state_helpers import as_plain, check_resume
+from support.resume import as_plain, check_resume
 
 from lit_streaming import ParallelStreamingDataset, StreamingDataLoader, StreamingDataset
 from lit_streaming_writer import optimize

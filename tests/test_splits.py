@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from state_helpers import as_plain, check_resume
+from support.resume import as_plain, check_resume
 
 from lit_streaming import StreamingDataLoader, StreamingDataset, sampling, train_test_split
 from lit_streaming.splits import cut, pieces_of

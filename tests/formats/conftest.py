@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from _product import OTHER_N
+from support.product import OTHER_N
 
 from lit_streaming_writer import optimize
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _product import ProductTests, upload
-from _writers import MDS_COLUMNS, SCALARS, mds_sample, write_mds
 from PIL import Image
+from support.formats import MDS_COLUMNS, SCALARS, mds_sample, write_mds
+from support.product import ProductTests, upload
 
 from lit_streaming import StreamingDataset
 from lit_streaming.format.serializers import PickleNotAllowedError
@@ -219,7 +219,7 @@ def test_inspect_shows_the_format(mds_dir, litdata_dir, capsys):
 
 
 def test_spawned_workers_read_it(mds_dir):
-    from _product import batch_ids
+    from support.product import batch_ids
 
     from lit_streaming import StreamingDataLoader
 

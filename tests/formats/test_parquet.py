@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
-from _product import ProductTests, upload
-from _writers import write_parquet
+from support.formats import write_parquet
+from support.product import ProductTests, upload
 
 from lit_streaming import StreamingDataset
 from lit_streaming.formats import MissingExtraError

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import s3fs
-from _writers import mds_sample, write_mds, write_parquet, write_wds
+from support.formats import mds_sample, write_mds, write_parquet, write_wds
 
 from lit_streaming import StreamingDataset
 from lit_streaming.formats import wds

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _product import ProductTests, upload
-from _writers import wds_sample, write_wds
+from support.formats import wds_sample, write_wds
+from support.product import ProductTests, upload
 
 from lit_streaming import StreamingDataset
 from lit_streaming.cli import main

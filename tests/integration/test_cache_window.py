@@ -3,18 +3,13 @@
 
 from __future__ import annotations
 
-import sys
 import warnings
-from pathlib import Path
 
 import pytest
+from support.resume import check_resume
+from support.storage import CacheMonitor, chunk_names, tree_bytes, upload, write_dataset
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "storage"))
-
-from _storage_support import CacheMonitor, chunk_names, tree_bytes, upload, write_dataset  # noqa: E402
-from state_helpers import check_resume  # noqa: E402
-
-from lit_streaming import ResumeError, StreamingDataLoader, StreamingDataset  # noqa: E402
+from lit_streaming import ResumeError, StreamingDataLoader, StreamingDataset
 
 
 @pytest.fixture()

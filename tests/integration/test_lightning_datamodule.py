@@ -9,8 +9,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from _lightning_support import IdRecorder, other_sample, sample, write_ids
 from lightning.pytorch import Trainer
+from support.lightning import IdRecorder, other_sample, sample, write_ids
 
 from lit_streaming import CombinedStreamingDataset, StreamingDataLoader, StreamingDataset
 from lit_streaming.datamodule import DatasetOptions, StreamingDataModule

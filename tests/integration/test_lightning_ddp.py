@@ -6,12 +6,11 @@
   mid-epoch checkpoint resumes each rank exactly where the uninterrupted run went on. (DataLoader workers inside
   ``ddp_spawn`` processes are themselves spawned, ~25 s each on 2 cores, so workers are exercised under ``ddp``.)
 
-Each process appends what it trained on to ``rank{r}.jsonl`` (see ``_lightning_support``).
+Each process appends what it trained on to ``rank{r}.jsonl`` (see ``support.lightning``).
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import warnings
@@ -21,10 +20,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from _lightning_support import IdRecorder, read_records, sample, steps, write_ids
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.strategies import DDPStrategy
+from support import subprocess_env
+from support.lightning import IdRecorder, read_records, sample, steps, write_ids
 
 from lit_streaming.datamodule import DatasetOptions, StreamingDataModule
 
@@ -111,7 +111,7 @@ def test_ddp_spawn_exactly_once_equal_steps_and_validation(data, tmp_path):
 
 
 def _script(mode: str, data: dict, root: Path, *extra: str) -> None:
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    env = subprocess_env(PYTHONWARNINGS="ignore")  # this script and its rank-1 copy import ``support``
     for name in ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "RANK"):
         env.pop(name, None)
     cmd = [sys.executable, __file__, mode, data["train"], data["val"], str(root), *extra]

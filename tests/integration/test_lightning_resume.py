@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from _lightning_support import IdRecorder, SaveAt, other_sample, read_records, sample, steps, write_ids
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from support.lightning import IdRecorder, SaveAt, other_sample, read_records, sample, steps, write_ids
 
 from lit_streaming import StreamingDataLoader
 from lit_streaming.datamodule import DatasetOptions, StreamingDataModule

@@ -8,16 +8,11 @@ exactly the same samples; a server that keeps failing gives a bounded wait and a
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from torch.utils.data import DataLoader
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "storage"))
-
-from _storage_support import (  # noqa: E402
+from support.storage import (
     FaultProxy,
     chunk_names,
     expected_sample,
@@ -28,13 +23,14 @@ from _storage_support import (  # noqa: E402
     upload,
     write_dataset,
 )
+from torch.utils.data import DataLoader
 
-from lit_streaming import StreamingDataset  # noqa: E402
-from lit_streaming.format.chunk import CorruptChunkError  # noqa: E402
-from lit_streaming.format.index import InvalidIndexError  # noqa: E402
-from lit_streaming.format.serializers import PickleNotAllowedError  # noqa: E402
-from lit_streaming.formats.litdata import read_bound_index  # noqa: E402
-from lit_streaming.storage import (  # noqa: E402
+from lit_streaming import StreamingDataset
+from lit_streaming.format.chunk import CorruptChunkError
+from lit_streaming.format.index import InvalidIndexError
+from lit_streaming.format.serializers import PickleNotAllowedError
+from lit_streaming.formats.litdata import read_bound_index
+from lit_streaming.storage import (
     ChunkIntegrityError,
     DownloadError,
     StorageSettings,

@@ -3,16 +3,11 @@ download per chunk, the disk bound on a dataset 5x the cache, and several datase
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from torch.utils.data import DataLoader
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "storage"))
-
-from _storage_support import (  # noqa: E402
+from support.storage import (
     CacheMonitor,
     FaultProxy,
     chunk_names,
@@ -21,10 +16,11 @@ from _storage_support import (  # noqa: E402
     upload,
     write_dataset,
 )
+from torch.utils.data import DataLoader
 
-from lit_streaming import StreamingDataset  # noqa: E402
-from lit_streaming.formats.litdata import read_bound_index  # noqa: E402
-from lit_streaming.storage import CacheFullError, ChunkIntegrityError, open_source  # noqa: E402
+from lit_streaming import StreamingDataset
+from lit_streaming.formats.litdata import read_bound_index
+from lit_streaming.storage import CacheFullError, ChunkIntegrityError, open_source
 
 
 @pytest.fixture()

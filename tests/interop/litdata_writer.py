@@ -1,8 +1,8 @@
 """Write datasets with the real ``litdata.optimize``: ``python litdata_writer.py JOBS.json RESULT.json``.
 
 Run in a subprocess by the interop tests, because ``litdata.optimize`` switches the calling process's
-multiprocessing start method to spawn for good. Each job names a sample function of ``_cases`` (importable
-by LitData's spawned workers: this script's folder is on their ``sys.path``), its keyword arguments, the
+multiprocessing start method to spawn for good. Each job names a sample function of ``support.interop`` (importable
+by LitData's spawned workers: the test puts tests/ on their ``PYTHONPATH``), its keyword arguments, the
 number of inputs, and ``litdata.optimize``'s arguments. A job that fails records its error in
 ``RESULT.json`` instead of stopping the others, so one LitData failure shows up as one failing test.
 """
@@ -17,15 +17,15 @@ import traceback
 
 
 def main(jobs_path: str, result_path: str) -> None:
-    import _cases
     import litdata
+    from support import interop as cases
 
     with open(jobs_path) as f:
         jobs = json.load(f)
     results = {}
     for job in jobs:
         start = time.perf_counter()
-        fn = functools.partial(getattr(_cases, job["fn"]), **job.get("fn_kwargs", {}))
+        fn = functools.partial(getattr(cases, job["fn"]), **job.get("fn_kwargs", {}))
         kwargs = dict(job["optimize"])
         if job.get("tokens"):
             kwargs["item_loader"] = litdata.TokensLoader()

@@ -28,17 +28,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageOps
-
-from lit_streaming.dataset import StreamingDataset
-from lit_streaming.item_loaders import TokensLoader
-from lit_streaming_writer import optimize
-
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-
-import _cases  # noqa: E402
-from _cases import (  # noqa: E402
+from support import interop as cases
+from support import subprocess_env
+from support.interop import (
     BLOCK_SIZE,
     N_MEDIA,
     N_MIXED,
@@ -47,6 +39,10 @@ from _cases import (  # noqa: E402
     TOKEN_CHUNK_SIZE,
     TORCH_DTYPES,
 )
+
+from lit_streaming.dataset import StreamingDataset
+from lit_streaming.item_loaders import TokensLoader
+from lit_streaming_writer import optimize
 
 # LitData's own decode path warns (torchvision deprecations, read-only buffers, chunk-size hints).
 pytestmark = pytest.mark.filterwarnings(
@@ -180,7 +176,7 @@ def test_expected_jpeg_decoding(jpegs):
 
 
 def expected_mixed(i: int, jpegs: dict[str, Any], writer: str) -> dict[str, Any]:
-    sample = _cases.mixed_sample(i, jpegs, writer)
+    sample = cases.mixed_sample(i, jpegs, writer)
     sample["jpeg"] = {key: decode_jpeg_file(image.filename) for key, image in sample["jpeg"].items()}
     return sample
 
@@ -190,7 +186,7 @@ def expected_token_blocks(index_path: str, kind: str) -> list[Any]:
     ``dim // block_size`` blocks; blocks cross record boundaries and the chunk's tail is dropped."""
     with open(index_path) as f:
         chunks = json.load(f)["chunks"]
-    stream = np.concatenate([np.asarray(_cases.token_record(i, kind)) for i in range(N_TOKENS)])
+    stream = np.concatenate([np.asarray(cases.token_record(i, kind)) for i in range(N_TOKENS)])
     blocks, start = [], 0
     for chunk in chunks:
         tokens = stream[start : start + chunk["dim"]]
@@ -230,9 +226,9 @@ def _id(field: tuple[str, ...]) -> str:
 
 
 def test_fields_cover_the_whole_sample(tmp_path):
-    jpegs = _cases.make_jpegs(str(tmp_path))
+    jpegs = cases.make_jpegs(str(tmp_path))
     for writer in ("ours", "litdata"):
-        sample = _cases.mixed_sample(0, jpegs, writer)
+        sample = cases.mixed_sample(0, jpegs, writer)
         covered = {field[0] for field in _fields(writer) if len(field) == 1}
         for group in ("numpy", "tensor", "pil", "jpeg", "nested"):
             assert {f[1] for f in _fields(writer) if f[0] == group} == set(sample[group]), group
@@ -336,8 +332,7 @@ class LitDataRun:
             jobs.append(job)
         (root / "jobs.json").write_text(json.dumps(jobs))
         cache = root / "litdata-cache"
-        env = dict(
-            os.environ,
+        env = subprocess_env(
             DATA_OPTIMIZER_CACHE_FOLDER=str(cache / "chunks"),
             DATA_OPTIMIZER_DATA_CACHE_FOLDER=str(cache / "data"),
             TMPDIR=str(cache),
@@ -347,7 +342,7 @@ class LitDataRun:
         self.proc = subprocess.Popen(
             [
                 sys.executable,
-                str(HERE / "litdata_writer.py"),
+                str(Path(__file__).with_name("litdata_writer.py")),
                 str(root / "jobs.json"),
                 str(root / "result.json"),
             ],
@@ -383,12 +378,12 @@ class LitDataRun:
 
 @pytest.fixture(scope="module")
 def jpegs(tmp_path_factory) -> dict[str, Any]:
-    return _cases.make_jpegs(str(tmp_path_factory.mktemp("jpegs")))
+    return cases.make_jpegs(str(tmp_path_factory.mktemp("jpegs")))
 
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory) -> dict[str, str]:
-    return _cases.make_media(str(tmp_path_factory.mktemp("media")))
+    return cases.make_media(str(tmp_path_factory.mktemp("media")))
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -417,7 +412,7 @@ def ours(tmp_path_factory, jpegs) -> dict[str, str]:
         num_workers=1,
     )
     out["tokens_np"] = optimize(
-        _cases.token_record,
+        cases.token_record,
         list(range(N_TOKENS)),
         str(root / "tokens_np"),
         chunk_size=TOKEN_CHUNK_SIZE,
@@ -425,7 +420,7 @@ def ours(tmp_path_factory, jpegs) -> dict[str, str]:
         item_loader=TokensLoader(),
     )
     out["tokens_np_2workers"] = optimize(
-        _cases.token_record,
+        cases.token_record,
         list(range(N_TOKENS)),
         str(root / "tokens_np_2workers"),
         chunk_size=TOKEN_CHUNK_SIZE,
@@ -449,12 +444,12 @@ class _MixedFn:
         self.jpegs, self.writer = jpegs, writer
 
     def __call__(self, i: int) -> dict[str, Any]:
-        return _cases.mixed_sample(i, self.jpegs, self.writer)
+        return cases.mixed_sample(i, self.jpegs, self.writer)
 
 
 class _TorchTokens:
     def __call__(self, i: int) -> torch.Tensor:
-        return _cases.token_record(i, "torch")
+        return cases.token_record(i, "torch")
 
 
 _cache: dict[tuple[str, ...], Any] = {}
@@ -554,7 +549,7 @@ def test_token_fixture_exercises_spans_and_tails(ours):
     assert len(chunks) > 2
     assert any(c["dim"] % BLOCK_SIZE for c in chunks), "no chunk has a tail to drop"
     assert all(c["dim"] <= TOKEN_CHUNK_SIZE for c in chunks)
-    bounds = np.cumsum(_cases.token_lengths())
+    bounds = np.cumsum(cases.token_lengths())
     assert any(b % BLOCK_SIZE for b in bounds[:5]), "no block crosses a record boundary"
     assert [c["chunk_size"] for c in chunks] != [c["dim"] for c in chunks], "chunk_size counts records"
 
@@ -680,13 +675,13 @@ def test_litdata_json_leaves_to_ours(litdata_run):
     theirs = read_litdata(path)
     assert [s["id"] for s in mine] == list(range(6))
     for got, lit in zip(mine, theirs, strict=True):
-        assert_same(got, _cases.json_list_sample(got["id"]))
+        assert_same(got, cases.json_list_sample(got["id"]))
         assert_same(lit, got)
 
 
 def test_ours_json_leaves_to_litdata(tmp_path, litdata_run):
     """Our writer stores the lists of dict samples as LitData does: one 'json' leaf each, the same bytes."""
-    out = optimize(_cases.json_list_sample, list(range(6)), str(tmp_path / "j"), chunk_size=4, num_workers=1)
+    out = optimize(cases.json_list_sample, list(range(6)), str(tmp_path / "j"), chunk_size=4, num_workers=1)
     config = json.loads(Path(out, "index.json").read_text())["config"]
     assert config["data_format"] == ["int", "json", "json", "json"]
     theirs = litdata_run.dataset("json_lists")
@@ -699,7 +694,7 @@ def test_ours_json_leaves_to_litdata(tmp_path, litdata_run):
         if not HAS_PYARROW:  # with pyarrow LitData stores these rows as an Arrow footer instead
             assert Path(out, a["filename"]).read_bytes() == their_chunk
     for got, mine in zip(read_litdata(out), read_ours(out), strict=True):
-        assert_same(got, _cases.json_list_sample(got["id"]))
+        assert_same(got, cases.json_list_sample(got["id"]))
         assert_same(mine, got)
 
 
@@ -716,7 +711,7 @@ def expected_media(i: int, media: dict[str, str], writer: str) -> dict[str, Any]
     against the other library's reading instead."""
     import tifffile
 
-    sample = _cases.media_sample(i, media, writer)
+    sample = cases.media_sample(i, media, writer)
     sample["image"] = {
         "path": _pixels(media["a.png"]),
         "bytes": _pixels(media["a.png"]),
@@ -743,7 +738,7 @@ def read_litdata_media(path: str) -> list[Any]:
 
 def _check_media(got: Any, want: dict[str, Any], where: str, numpy_as: str, bytes_like: bool = False) -> None:
     jpeg = got["image"]["jpeg"]
-    assert jpeg.dtype == torch.uint8 and tuple(jpeg.shape) == (3, *_cases.image_pixels(want["id"]).shape[:2])
+    assert jpeg.dtype == torch.uint8 and tuple(jpeg.shape) == (3, *cases.image_pixels(want["id"]).shape[:2])
     got = {**got, "image": {**got["image"], "jpeg": None}}
     if numpy_as == "0-d arrays":  # LitData reads our numpy:scalar leaves through its numpy serializer
         want = {**want, "np": {k: np.asarray(v) for k, v in want["np"].items()}}
@@ -775,7 +770,7 @@ def test_litdata_media_leaves_to_ours(litdata_run, media):
 
 
 def test_ours_media_leaves_to_litdata(tmp_path, media):
-    fn = functools.partial(_cases.media_sample, media=media, writer="ours")
+    fn = functools.partial(cases.media_sample, media=media, writer="ours")
     out = optimize(fn, list(range(N_MEDIA)), str(tmp_path / "media"), chunk_size=4, num_workers=1)
     formats = json.loads(Path(out, "index.json").read_text())["config"]["data_format"]
     assert "pickle" not in formats and formats.count("numpy:scalar") == 5
@@ -791,7 +786,7 @@ def test_ours_media_leaves_to_litdata(tmp_path, media):
 def test_ours_writes_the_same_media_leaves_as_litdata(tmp_path, litdata_run, media):
     """Same wrappers, same leaf bytes: every leaf except the numpy scalars (LitData pickles them) and the
     TIFF (a Tiff(array=) here, a path there) is byte-identical to LitData's."""
-    fn = functools.partial(_cases.media_sample, media=media, writer="ours")
+    fn = functools.partial(cases.media_sample, media=media, writer="ours")
     out = optimize(fn, list(range(N_MEDIA)), str(tmp_path / "media"), chunk_size=4, num_workers=1)
     ours_cfg = json.loads(Path(out, "index.json").read_text())["config"]
     lit_cfg = json.loads(Path(litdata_run.dataset("media"), "index.json").read_text())["config"]

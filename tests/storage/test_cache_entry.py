@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from _storage_support import tree_bytes, write_dataset
+from support.storage import tree_bytes, write_dataset
 
 from lit_streaming.format.index import read_index
 from lit_streaming.storage.cache_entry import META, CacheEntry

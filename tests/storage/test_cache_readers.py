@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from _storage_support import (
+from support.storage import (
     chunk_names,
     expected_sample,
     flip_byte,

@@ -11,7 +11,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from _storage_support import (
+from support.storage import (
     Sample,
     chunk_names,
     flip_byte,

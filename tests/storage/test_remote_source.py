@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from _storage_support import (
+from support.storage import (
     CacheMonitor,
     Sample,
     chunk_names,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import fsspec
 import pytest
-from _writer_helpers import read_samples, sample
+from support.writer import read_samples, sample
 
 from lit_streaming_writer import map, merge_datasets, optimize, walk
 from lit_streaming_writer.inputs import Split
@@ -324,7 +324,7 @@ def test_walk_lists_what_os_walk_lists(tmp_path):
 
 def test_num_uploaders_upload_remote_chunks_on_threads_same_dataset(tmp_path):
     """Remote outputs: uploads overlap writing on ``num_uploaders`` threads; the dataset is byte-identical."""
-    from _writer_helpers import chunk_files
+    from support.writer import chunk_files
 
     optimize(sample, list(range(40)), str(tmp_path / "local"), chunk_size=3, num_workers=1)
     url = "memory://uploads/d"

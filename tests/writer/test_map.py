@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from _writer_helpers import calls, kill_once_map, write_files
+from support.writer import calls, kill_once_map, write_files
 
 from lit_streaming_writer import WorkerError, map
 

@@ -8,7 +8,7 @@ import json
 import os
 
 import pytest
-from _writer_helpers import chunk_files, fail_at, read_samples, sample, samples_of
+from support.writer import chunk_files, fail_at, read_samples, sample, samples_of
 
 from lit_streaming_writer import DatasetExistsError, WorkerError, optimize
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import functools
 import logging
-import sys
-from pathlib import Path
 
 import fsspec
 import pytest
-from _writer_helpers import (
+from support.storage import FaultProxy
+from support.writer import (
     calls,
     chunk_files,
     download,
@@ -21,9 +20,6 @@ from _writer_helpers import (
 )
 
 from lit_streaming_writer import DatasetExistsError, WorkerError, map, optimize
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "storage"))
-from _storage_support import FaultProxy  # noqa: E402
 
 NO_CLIENT_RETRIES = {"config_kwargs": {"retries": {"total_max_attempts": 1}, "connect_timeout": 2}}
 

@@ -14,11 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
-from _writer_helpers import calls, chunk_files, kill_once, read_samples, sample, slow_sample
+from support import subprocess_env
+from support.writer import calls, chunk_files, kill_once, read_samples, sample, slow_sample
 
 from lit_streaming_writer import DatasetExistsError, WorkerError, optimize
-
-HERE = Path(__file__).parent
 
 
 def test_sigkilled_worker_then_rerun_gives_the_clean_dataset(tmp_path):
@@ -51,9 +50,8 @@ def test_whole_job_killed_then_rerun(tmp_path):
     script = tmp_path / "job.py"
     script.write_text(
         textwrap.dedent(f"""
-        import functools, sys
-        sys.path.insert(0, {str(HERE)!r})
-        from _writer_helpers import slow_sample
+        import functools
+        from support.writer import slow_sample
         from lit_streaming_writer import optimize
 
         if __name__ == "__main__":
@@ -61,7 +59,9 @@ def test_whole_job_killed_then_rerun(tmp_path):
             optimize(fn, range(600), {str(out)!r}, chunk_size=5, num_workers=2)
         """)
     )
-    job = subprocess.Popen([sys.executable, str(script)], start_new_session=True, stderr=subprocess.DEVNULL)
+    job = subprocess.Popen(
+        [sys.executable, str(script)], env=subprocess_env(), start_new_session=True, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 120
     while not (log.exists() and _each_rank_did(calls(log), 30)):  # both past their first checkpoint
         assert job.poll() is None and time.monotonic() < deadline, "the job ended before it could be killed"

@@ -14,9 +14,9 @@ from typing import Any
 
 import fsspec
 import pytest
-from state_helpers import as_plain, check_resume
 
 from lit_streaming import CombinedStreamingDataset, StreamingDataLoader, StreamingDataset
+from support.resume import as_plain, check_resume
 
 OTHER_N = 23  # samples of the LitData dataset the formats are mixed with (ids 10_000 + i)
 
