@@ -150,7 +150,7 @@ def test_max_pre_download_sizes_the_prefetch_depth():
 
 def test_max_pre_download_reaches_the_remote_source(data_dir, tmp_path):
     ds = StreamingDataset(f"local:{data_dir}", cache_dir=str(tmp_path), max_pre_download=3)
-    assert ds._source.settings.prefetch_chunks == 3
+    assert ds.storage_settings.prefetch_chunks == 3
     assert sorted(s["i"] for s in ds) == list(range(N))
 
 

@@ -215,6 +215,22 @@ class StreamingDataset(Stream):
         """Record fetch/decode spans into ``recorder`` (``None`` stops recording)."""
         self._recorder = recorder
 
+    # ---- read-only debug hooks (what storage and format resolution chose; for tools and tests) -------------
+    @property
+    def cache_path(self) -> str | None:
+        """This dataset version's folder in the local cache; None for a local folder (read in place)."""
+        return getattr(self._source, "cache_path", None)
+
+    @property
+    def format_name(self) -> str:
+        """The on-disk format the dataset was opened as: ``"litdata"``, ``"mds"``, ``"wds"`` or ``"parquet"``."""
+        return self._format.format_name
+
+    @property
+    def storage_settings(self) -> StorageSettings | None:
+        """The settings remote reads use (``max_pre_download`` applied); None for a local folder."""
+        return getattr(self._source, "settings", None)
+
     # ---- the Stream protocol -------------------------------------------------------------------------------
     def leaves(self) -> list[StreamingDataset]:
         return [self]

@@ -62,7 +62,7 @@ def assert_sample_equal(got: dict, want: dict) -> None:
 
 def test_every_column_type_reads_back_equal(mds_dir):
     ds = StreamingDataset(mds_dir)
-    assert ds._format.format_name == "mds" and len(ds) == N
+    assert ds.format_name == "mds" and len(ds) == N
     for i in range(N):
         assert_sample_equal(ds[i], mds_sample(i))
 

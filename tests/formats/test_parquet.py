@@ -53,7 +53,7 @@ def test_rows_read_back_as_dicts(parquet_dir):
     index = json.loads(Path(path, "index.json").read_text())
     assert index["config"]["item_loader"] == "ParquetLoader"
     ds = StreamingDataset(path)
-    assert ds._format.format_name == "parquet" and len(ds) == N
+    assert ds.format_name == "parquet" and len(ds) == N
     assert ds.chunk_lengths.tolist() == [ROWS] * FILES
     assert [ds[i] for i in range(N)] == rows
     assert [row for row in ds] == rows

@@ -25,9 +25,7 @@ def _upload(local: str, url: str, options: dict) -> None:
 
 
 def _cached(ds: StreamingDataset) -> list[str]:
-    return sorted(
-        p.name for p in Path(ds._source.cache_path).iterdir() if p.is_file() and p.name != "index.json"
-    )
+    return sorted(p.name for p in Path(ds.cache_path).iterdir() if p.is_file() and p.name != "index.json")
 
 
 def test_mds_over_s3_within_the_cache_bound(tmp_path, s3_bucket):
@@ -47,7 +45,7 @@ def test_mds_over_s3_within_the_cache_bound(tmp_path, s3_bucket):
     )
     assert [s["id"] for s in ds] == list(range(30))
     assert ds[29]["text"] == mds_sample(29)["text"]
-    assert sum(os.path.getsize(Path(ds._source.cache_path, n)) for n in _cached(ds)) <= budget
+    assert sum(os.path.getsize(Path(ds.cache_path, n)) for n in _cached(ds)) <= budget
 
 
 def test_wds_over_s3_scans_once_then_reads_the_kept_index(tmp_path, s3_bucket, monkeypatch):

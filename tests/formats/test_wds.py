@@ -46,7 +46,7 @@ def test_samples_equal_what_webdataset_decodes(wds_dir):
         webdataset.WebDataset(f"{wds_dir}/shard-{{000000..000005}}.tar", shardshuffle=False).decode("rgb8")
     )
     ours = StreamingDataset(wds_dir)
-    assert ours._format.format_name == "wds" and len(ours) == len(theirs) == N
+    assert ours.format_name == "wds" and len(ours) == len(theirs) == N
     assert list(ours.chunk_lengths) == [7, 7, 7, 7, 7, 5]
     for i, t in enumerate(theirs):
         o = ours[i]
@@ -132,8 +132,8 @@ def test_remote_shards_are_scanned_once_and_the_index_kept_with_the_cache(
     upload(wds_dir, memory_url)
     cache = str(tmp_path / "cache")
     ds = StreamingDataset(memory_url, cache_dir=cache, max_cache_size="600KB", shuffle_window=1)
-    kept = os.path.join(ds._source.scratch_dir(), wds.INDEX_NAME)
-    assert os.path.exists(kept)
+    (kept,) = Path(ds.cache_path).rglob(wds.INDEX_NAME)  # the member index, inside this version's cache entry
+    assert kept.is_file()
     assert [s["cls"] for s in ds] == list(range(N))
     monkeypatch.setattr(wds, "scan_file", lambda *a: pytest.fail("scanned again"))
     again = StreamingDataset(memory_url, cache_dir=cache)

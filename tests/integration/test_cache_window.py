@@ -40,7 +40,7 @@ def test_shuffle_window_shrinks_to_the_budget_and_the_disk_bound_holds(big, tmp_
     assert windows[0] < ds.shuffle_window
     shrink = [w for w in caught if "shuffle window shrinks" in str(w.message)]
     assert len(shrink) == 1 and "restores it" in str(shrink[0].message)
-    with CacheMonitor(cache, entry=loader.stream.leaves()[0]._source.cache_path) as monitor:
+    with CacheMonitor(cache, entry=loader.stream.leaves()[0].cache_path) as monitor:
         ids = [i for batch in loader for i in batch]
     assert sorted(ids) == list(range(120)), "every sample exactly once under the bound"
     assert ids != sorted(ids)

@@ -48,7 +48,7 @@ def test_random_access_fetches_one_chunk(s3_dataset, tmp_path):
     url, options, local = s3_dataset
     ds = StreamingDataset(url, storage_options=options, cache_dir=str(tmp_path / "cache"))
     assert ds[41] == expected_sample(41)
-    cached = sorted(p.name for p in Path(ds._source.cache_path).glob("*.bin"))
+    cached = sorted(p.name for p in Path(ds.cache_path).glob("*.bin"))
     assert cached == [chunk_names(local)[10]]
 
 
@@ -88,7 +88,7 @@ def test_an_epoch_over_five_times_the_cache_stays_within_max_cache_size(s3_bucke
         shuffle_window=2,
     )
     loader = DataLoader(ds, batch_size=8, num_workers=2, collate_fn=collate_ids)
-    with CacheMonitor(cache, entry=ds._source.cache_path) as monitor, CacheMonitor(cache) as raw:
+    with CacheMonitor(cache, entry=ds.cache_path) as monitor, CacheMonitor(cache) as raw:
         ids = [i for batch in loader for i in batch]
     assert sorted(ids) == list(range(400))
     assert monitor.samples > 20 and raw.samples > 20
@@ -119,7 +119,7 @@ def test_two_datasets_and_a_rewrite_share_one_cache_root(s3_bucket, tmp_path):
     upload(write_dataset(tmp_path / "a2", n=24, chunk_size=4, tag="a2"), f"{bucket}/a", options)
     rewritten = StreamingDataset(f"{bucket}/a", storage_options=options, cache_dir=cache)
     assert list(rewritten) == [expected_sample(i, tag="a2") for i in range(24)]
-    assert rewritten._source.cache_path != a._source.cache_path
+    assert rewritten.cache_path != a.cache_path
     assert [s["tag"] for s in a] == ["a"] * 20  # the old version stays whole while this process uses it
     assert [s["tag"] for s in b] == ["b"] * 20
 
@@ -223,7 +223,7 @@ def test_the_bound_holds_for_a_dataset_five_times_the_cache_with_the_default_win
         f"{bucket}/big", storage_options=options, cache_dir=cache, max_cache_size=limit, shuffle=True
     )
     loader = DataLoader(ds, batch_size=8, num_workers=2, collate_fn=collate_ids)
-    with CacheMonitor(cache, entry=ds._source.cache_path) as monitor:
+    with CacheMonitor(cache, entry=ds.cache_path) as monitor:
         ids = [i for batch in loader for i in batch]
     assert sorted(ids) == list(range(44))
     assert monitor.samples > 10

@@ -49,7 +49,7 @@ def test_two_datasets_over_one_url_in_one_process_keep_their_own_pins(tmp_path, 
     budget = tree_bytes(str(dataset)) // 3  # about 20 chunks: eviction runs all the time
     a = StreamingDataset(url, cache_dir=cache, max_cache_size=budget, shuffle=True, shuffle_window=2, seed=1)
     b = StreamingDataset(url, cache_dir=cache, max_cache_size=budget, shuffle=True, shuffle_window=2, seed=2)
-    assert a._source.cache_path == b._source.cache_path
+    assert a.cache_path == b.cache_path
     seen_a, seen_b = [], []
     for x, y in zip(a, b, strict=True):  # interleaved: each one's releases must not unpin the other's chunks
         seen_a.append(x["i"])
@@ -80,7 +80,7 @@ def test_ended_workers_leave_no_markers_behind(tmp_path, memory_url):
     for epoch in range(4):  # after the first epoch nothing needs downloading, so no scan sweeps the markers
         ds.set_epoch(epoch)
         assert sorted(i for batch in loader for i in batch) == list(range(24))
-        entry = ds._source.cache_path
+        entry = ds.cache_path
         assert markers(entry, "refs") == [] and markers(entry, "ahead") == [] and markers(entry, "tmp") == []
         users = markers(entry, "users")
         assert len(users) == 1 and users[0].startswith(current_owner() + "~"), users  # this process only
@@ -99,7 +99,7 @@ def test_markers_of_dead_readers_are_dropped_when_a_reader_joins(tmp_path, memor
     code = code.replace(repr(memory_url), repr(f"local:{dataset}"))
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
     ds = StreamingDataset(f"local:{dataset}", cache_dir=cache)
-    entry = ds._source.cache_path
+    entry = ds.cache_path
     assert markers(entry, "refs") == []  # the dead child's pins are gone
     assert all(name.startswith(current_owner()) for name in markers(entry, "users"))
 
@@ -123,7 +123,7 @@ def test_a_flipped_byte_in_a_cached_chunk_is_repaired_not_served(tmp_path, memor
     first = StreamingDataset(memory_url, cache_dir=cache)
     assert list(first) == [expected_sample(i) for i in range(12)]
     name = chunk_names(dataset)[1]
-    cached = os.path.join(first._source.cache_path, name)
+    cached = os.path.join(first.cache_path, name)
     flip_byte_in_payload(cached)
     later = StreamingDataset(memory_url, cache_dir=cache)  # another process (or job) opens the entry
     with caplog.at_level(logging.WARNING, logger="lit_streaming.storage"):
@@ -139,7 +139,7 @@ def test_a_truncated_cached_chunk_is_repaired(tmp_path, memory_url):
     cache = str(tmp_path / "cache")
     first = StreamingDataset(memory_url, cache_dir=cache)
     first[0]
-    cached = os.path.join(first._source.cache_path, chunk_names(dataset)[0])
+    cached = os.path.join(first.cache_path, chunk_names(dataset)[0])
     with open(cached, "r+b") as f:
         f.truncate(os.path.getsize(cached) - 7)
     for _ in range(2):  # every later job reads the right samples
@@ -155,7 +155,7 @@ def test_a_cached_chunk_that_is_also_bad_at_the_source_is_an_error(tmp_path, mem
     first = StreamingDataset(memory_url, cache_dir=cache)
     first[0]
     name = chunk_names(dataset)[0]
-    flip_byte_in_payload(os.path.join(first._source.cache_path, name))
+    flip_byte_in_payload(os.path.join(first.cache_path, name))
     flip_byte(dataset / name)
     upload(dataset, memory_url)  # the same index.json: the same cache entry
     with pytest.raises(ChunkIntegrityError, match=rf"{memory_url}/{name} \(chunk 0\) is corrupt"):

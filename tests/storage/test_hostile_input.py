@@ -121,7 +121,7 @@ def test_a_corrupt_chunk_is_never_published_to_the_cache(tmp_path, dataset, memo
     for _ in range(2):  # a second try downloads again rather than trusting a bad copy
         with pytest.raises(ChunkIntegrityError, match=name):
             ds[0]
-    assert not os.path.exists(os.path.join(ds._source.cache_path, name))
+    assert not os.path.exists(os.path.join(ds.cache_path, name))
     assert ds[4]["i"] == 4  # other chunks are fine
 
 

@@ -6,7 +6,9 @@ import os
 import pickle
 import threading
 import time
+from collections import Counter
 
+import fsspec
 import pytest
 from support.storage import (
     CacheMonitor,
@@ -29,6 +31,7 @@ from lit_streaming.storage import (
     RemoteSource,
     StorageSettings,
     open_source,
+    remote_source,
 )
 from lit_streaming.storage.cache_entry import META, hold_lock
 from lit_streaming_writer import optimize
@@ -39,7 +42,7 @@ def dataset(tmp_path):
     return write_dataset(tmp_path / "ds", n=40, chunk_size=4)
 
 
-def cached_chunks(source: RemoteSource) -> list[str]:
+def cached_chunks(source: RemoteSource | StreamingDataset) -> list[str]:
     return sorted(name for name in os.listdir(source.cache_path) if name.endswith(".bin"))
 
 
@@ -57,16 +60,15 @@ def test_locations_pick_their_source(tmp_path, dataset, monkeypatch):
 def test_local_prefix_copies_chunks_into_the_cache(tmp_path, dataset):
     ds = StreamingDataset(f"local:{dataset}", cache_dir=str(tmp_path / "cache"))
     assert [s for s in ds] == [expected_sample(i) for i in range(40)]
-    source = ds._source
-    assert source.cache_path.startswith(str(tmp_path / "cache"))
-    assert cached_chunks(source) == sorted(chunk_names(dataset))
+    assert ds.cache_path.startswith(str(tmp_path / "cache"))
+    assert cached_chunks(ds) == sorted(chunk_names(dataset))
 
 
 def test_random_access_downloads_only_the_needed_chunk(tmp_path, dataset, memory_url):
     upload(dataset, memory_url)
     ds = StreamingDataset(memory_url, cache_dir=str(tmp_path / "cache"))
     assert ds[37] == expected_sample(37)
-    assert cached_chunks(ds._source) == [chunk_names(dataset)[9]]
+    assert cached_chunks(ds) == [chunk_names(dataset)[9]]
 
 
 def test_prefetch_downloads_ahead_in_reading_order_and_no_further(tmp_path, memory_url):
@@ -94,20 +96,34 @@ def test_several_epochs_reuse_and_evict_consistently(tmp_path, memory_url):
     ds = StreamingDataset(
         memory_url, cache_dir=cache, max_cache_size=max_cache_size, shuffle=True, shuffle_window=2
     )
-    with CacheMonitor(cache, entry=ds._source.cache_path) as monitor:
+    with CacheMonitor(cache, entry=ds.cache_path) as monitor:
         for epoch in range(3):
             ds.set_epoch(epoch)
             assert sorted(s["i"] for s in ds) == list(range(120))
     assert monitor.peak <= max_cache_size
 
 
-def test_a_pickled_dataset_makes_its_own_client_and_pool(tmp_path, dataset, memory_url):
+def test_a_pickled_dataset_makes_its_own_client_and_pool(tmp_path, dataset, memory_url, monkeypatch):
+    made = Counter()
+
+    def counted(name, make):
+        def wrapper(*args, **kwargs):
+            made[name] += 1
+            return make(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(fsspec.core, "url_to_fs", counted("client", fsspec.core.url_to_fs))
+    monkeypatch.setattr(remote_source, "ChunkFetcher", counted("pool", remote_source.ChunkFetcher))
     upload(dataset, memory_url)
     ds = StreamingDataset(memory_url, cache_dir=str(tmp_path / "cache"), shuffle=True)
     list(ds)  # starts the fetcher: a thread pool, a client, pins
+    before = dict(made)
+    assert before["client"] >= 1 and before["pool"] == 1
     clone = pickle.loads(pickle.dumps(ds))
-    assert clone._source._fetcher.get() is None and clone._source._files._fs.get() is None
     assert sorted(s["i"] for s in clone) == list(range(40))
+    # the clone carried neither: it made one client and one pool of its own
+    assert made == Counter(client=before["client"] + 1, pool=2)
 
 
 def test_one_epoch_stays_within_max_cache_size(tmp_path, memory_url):
@@ -118,7 +134,7 @@ def test_one_epoch_stays_within_max_cache_size(tmp_path, memory_url):
     ds = StreamingDataset(
         memory_url, cache_dir=cache, max_cache_size=max_cache_size, shuffle=True, shuffle_window=2
     )
-    with CacheMonitor(cache, entry=ds._source.cache_path) as monitor:
+    with CacheMonitor(cache, entry=ds.cache_path) as monitor:
         assert sorted(s["i"] for s in ds) == list(range(300))
     assert monitor.samples > 10
     assert 0 < monitor.peak <= max_cache_size
@@ -181,7 +197,7 @@ def test_storage_settings_reach_the_dataset_and_the_datamodule(tmp_path, dataset
     upload(dataset, memory_url)
     settings = StorageSettings(wait_timeout_s=0.3, attempts=2)
     ds = StreamingDataset(memory_url, cache_dir=str(tmp_path / "cache"), storage_settings=settings)
-    lock = os.path.join(ds._source.cache_path, META, "locks", "0.lock")
+    lock = os.path.join(ds.cache_path, META, "locks", "0.lock")
     with hold_lock(lock, 5, "test"):
         start = time.monotonic()
         with pytest.raises(CacheTimeoutError):
@@ -191,11 +207,11 @@ def test_storage_settings_reach_the_dataset_and_the_datamodule(tmp_path, dataset
     deeper = StreamingDataset(
         memory_url, cache_dir=str(tmp_path / "cache"), storage_settings=settings, max_pre_download=2
     )
-    assert deeper._source.settings == StorageSettings(wait_timeout_s=0.3, attempts=2, prefetch_chunks=2)
+    assert deeper.storage_settings == StorageSettings(wait_timeout_s=0.3, attempts=2, prefetch_chunks=2)
     built = DatasetOptions(storage_settings=settings, cache_dir=str(tmp_path / "cache")).build(
         memory_url, "train", None
     )
-    assert built._source.settings is settings
+    assert built.storage_settings is settings
     with pytest.raises(TypeError, match="must be a StorageSettings"):
         StreamingDataset(memory_url, cache_dir=str(tmp_path / "cache"), storage_settings={"attempts": 2})
 
@@ -208,8 +224,8 @@ def test_a_rewritten_dataset_gets_a_new_entry(tmp_path, memory_url):
     upload(write_dataset(tmp_path / "v2", n=12, chunk_size=4, tag="v2"), memory_url)
     new = StreamingDataset(memory_url, cache_dir=cache)
     assert [s["tag"] for s in new] == ["v2"] * 12
-    assert new._source.cache_path != old._source.cache_path
-    assert os.path.dirname(new._source.cache_path) == os.path.dirname(old._source.cache_path)
+    assert new.cache_path != old.cache_path
+    assert os.path.dirname(new.cache_path) == os.path.dirname(old.cache_path)
     assert old[0]["tag"] == "v1"  # still cached, and this process still uses it
 
 
@@ -222,4 +238,4 @@ def test_storage_options_belong_to_one_dataset(tmp_path):
     b = StreamingDataset("dir://ds", cache_dir=cache, storage_options={"path": str(tmp_path / "b")})
     assert [s["tag"] for s in a] == ["a"] * 8
     assert [s["tag"] for s in b] == ["b"] * 8
-    assert a._source._files.filesystem()[0] is not b._source._files.filesystem()[0]
+    assert a.cache_path != b.cache_path  # each read its own files, into its own cache entry
