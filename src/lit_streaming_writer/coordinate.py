@@ -17,6 +17,7 @@ in-process worker it lingers in the calling process until ``fn`` returns, and it
 
 from __future__ import annotations
 
+import multiprocessing
 import pickle
 import threading
 import time
@@ -117,6 +118,18 @@ class _Heartbeat(threading.Thread):
             self.progress.stop.set()
 
 
+def _own_bar_lock() -> None:
+    """In a launched rank, give tqdm a lock of this process's own before drawing a bar.
+
+    tqdm's default lock includes a semaphore shared by every process forked from one parent. A rank killed
+    while its bar held it (a peer died and the launcher ended the job) left it held for good, and the next
+    ``optimize`` from the same process hung in its first bar (seen in CI). Only the rank draws here, so a
+    thread lock is all it needs. The user's own process keeps tqdm's lock.
+    """
+    if multiprocessing.parent_process() is not None:
+        tqdm.set_lock(threading.RLock())
+
+
 def run_rank(job: Job, rank: int, world_size: int, group: Any, stall_timeout: float | None = None) -> Outcome:
     """Run this rank's part of ``job``. Every rank returns the same outcome, unless a rank died.
     ``stall_timeout``: the longest the write step may go without progress (see the module docstring)."""
@@ -126,6 +139,7 @@ def run_rank(job: Job, rank: int, world_size: int, group: Any, stall_timeout: fl
         if plan[0] == "error":
             return plan
         if rank == 0 and getattr(job, "verbose", True):  # once every rank is up: its rate measures the work
+            _own_bar_lock()
             bar = tqdm(total=job.total, desc=job.desc, unit="input", smoothing=0.1)
         status = _write(job, rank, world_size, plan[1], group, bar, stall_timeout)
         if status[0] == "lost":
