@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from support.resume import check_resume
 
+from lit_streaming import StreamingDataLoader
 from lit_streaming.dataset import StreamingDataset
 from lit_streaming.format.index import InvalidIndexError
 from lit_streaming.format.serializers import PickleNotAllowedError
@@ -128,6 +130,16 @@ def test_tokens_loader_reads_blocks(tokens_dir):
     assert [ds[i].tolist() for i in range(len(ds))] == want
     assert [b.tolist() for b in ds] == want
     assert ds[0].dtype == np.int64
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_tokens_resume_mid_epoch(tokens_dir, workers):
+    def make():
+        ds = StreamingDataset(tokens_dir, item_loader=TokensLoader(block_size=2), shuffle=True)
+        return StreamingDataLoader(ds, batch_size=3, num_workers=workers)
+
+    check_resume(make, break_epoch=0, break_after=2)
+    check_resume(make, break_epoch=1, break_after=1)
 
 
 def test_tokens_dataset_needs_tokens_loader(tokens_dir):

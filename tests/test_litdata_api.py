@@ -10,6 +10,7 @@ import shutil
 
 import numpy as np
 import pytest
+from support.resume import check_resume
 
 from lit_streaming import StreamingDataLoader, StreamingDataset
 from lit_streaming.engine.dataset_compat import merge_session_options, storage_settings
@@ -139,6 +140,13 @@ def test_a_subset_state_does_not_resume_another_subset_of_the_same_size(data_dir
     same = StreamingDataLoader(StreamingDataset(data_dir).subset(slice(0, 20)), batch_size=4)
     same.load_state_dict(state)
     assert sorted(i for b in same for i in b["i"].tolist()) == list(range(4, 20))
+    check_resume(
+        lambda: StreamingDataLoader(
+            StreamingDataset(data_dir, shuffle=True).subset(slice(0, 20)), batch_size=4
+        ),
+        break_epoch=0,
+        break_after=2,
+    )
 
 
 def test_max_pre_download_sizes_the_prefetch_depth():

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import s3fs
 from support.formats import mds_sample, write_mds, write_parquet, write_wds
+from support.resume import check_resume
 
-from lit_streaming import StreamingDataset
+from lit_streaming import StreamingDataLoader, StreamingDataset
 from lit_streaming.formats import wds
 from lit_streaming.storage.errors import ChunkIntegrityError
 
@@ -46,6 +47,22 @@ def test_mds_over_s3_within_the_cache_bound(tmp_path, s3_bucket):
     assert [s["id"] for s in ds] == list(range(30))
     assert ds[29]["text"] == mds_sample(29)["text"]
     assert sum(os.path.getsize(Path(ds.cache_path, n)) for n in _cached(ds)) <= budget
+
+    def loader():  # shuffled, through the same bounded cache
+        return StreamingDataLoader(
+            StreamingDataset(
+                url,
+                cache_dir=str(tmp_path / "cache"),
+                storage_options=options,
+                max_cache_size=budget,
+                shuffle=True,
+                shuffle_window=1,
+            ),
+            batch_size=4,
+            collate_fn=lambda batch: [s["id"] for s in batch],  # samples of several shapes
+        )
+
+    check_resume(loader, break_epoch=0, break_after=3)
 
 
 def test_wds_over_s3_scans_once_then_reads_the_kept_index(tmp_path, s3_bucket, monkeypatch):

@@ -11,6 +11,7 @@ import pytest
 import torch
 from lightning.pytorch import Trainer
 from support.lightning import IdRecorder, other_sample, sample, write_ids
+from support.resume import check_resume
 
 from lit_streaming import CombinedStreamingDataset, StreamingDataLoader, StreamingDataset
 from lit_streaming.datamodule import DatasetOptions, StreamingDataModule
@@ -132,6 +133,17 @@ def test_ready_made_datasets_and_mappings(data, tmp_path):
     trainer = _trainer(tmp_path, max_epochs=1, num_sanity_val_steps=0)
     trainer.fit(IdRecorder(str(tmp_path / "ids")), datamodule=dm)
     assert trainer.global_step == -(-N // 4)
+
+
+@pytest.mark.parametrize("train", ["a", "mix"])
+def test_its_train_loader_resumes_exactly(data, train):
+    source = data["a"] if train == "a" else {data["a"]: 1.0, data["b"]: 1.0}
+
+    def make():
+        return StreamingDataModule(train=source, batch_size=4, num_workers=0).train_dataloader()
+
+    check_resume(make, break_epoch=0, break_after=3)
+    check_resume(make, break_epoch=1, break_after=1)
 
 
 def test_state_outside_a_trainer(data):

@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from support.lightning import IdRecorder, SaveAt, other_sample, read_records, sample, steps, write_ids
+from support.resume import assert_resumed
 
 from lit_streaming import StreamingDataLoader
 from lit_streaming.datamodule import DatasetOptions, StreamingDataModule
@@ -164,7 +165,7 @@ def test_resume_matches_uninterrupted_run(data, tmp_path, name):
         trainer, resumed, _ = _fit(
             tmp_path, f"resumed-{point.replace('/', '-')}", data, case, ckpt_path=str(ckpt)
         )
-        assert resumed == reference[done:], f"resuming from {point} diverged from the uninterrupted run"
+        assert_resumed(reference, done, resumed, f"from {point}")
         assert trainer.current_epoch == EPOCHS and trainer.global_step == len(reference)
 
 
@@ -177,7 +178,7 @@ def test_stopped_run_resumes_exactly(data, tmp_path):
     assert first == reference[: STEPS_PER_EPOCH + 3]
     ckpt = tmp_path / f"step{STEPS_PER_EPOCH + 3}.ckpt"
     _, resumed, _ = _fit(tmp_path, "resumed", data, case, ckpt_path=str(ckpt))
-    assert resumed == reference[STEPS_PER_EPOCH + 3 :]
+    assert_resumed(reference, STEPS_PER_EPOCH + 3, resumed, "a stopped run")
 
 
 def test_checkpoint_holds_plain_loader_state(data, tmp_path):

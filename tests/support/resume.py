@@ -1,4 +1,5 @@
-"""One generic save/load check for any stateful loader (DESIGN.md §10)."""
+"""One generic save/load/resume check (DESIGN.md §10): ``check_resume`` drives any stateful loader;
+``assert_resumed`` is its verdict, also used where a Trainer checkpoint does the saving (Lightning, DDP)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,12 @@ def as_plain(batch: Any) -> Any:
 
 def run_epochs(loader: Any, epochs: int) -> list[list[Any]]:
     return [[as_plain(b) for b in loader] for _ in range(epochs)]
+
+
+def assert_resumed(reference: list[Any], done: int, resumed: list[Any], where: str) -> None:
+    """What a run resumed after ``done`` steps produced must be exactly the uninterrupted ``reference`` run's
+    steps from there on, in order."""
+    assert resumed == reference[done:], f"resume diverged from the uninterrupted run ({where})"
 
 
 def check_resume(make_loader: Callable[[], Any], break_epoch: int, break_after: int, epochs: int = 2) -> None:
@@ -46,6 +53,6 @@ def check_resume(make_loader: Callable[[], Any], break_epoch: int, break_after: 
         if len(seen) + len(rest) >= len(flat_reference):
             break
         rest.extend(as_plain(b) for b in resumed)
-    assert (
-        seen + rest == flat_reference
-    ), f"resume diverged (epoch {break_epoch}, after {break_after} batches)"
+    where = f"epoch {break_epoch}, after {break_after} batches"
+    assert seen == flat_reference[: len(seen)], f"the run before the save diverged ({where})"
+    assert_resumed(flat_reference, len(seen), rest, where)
