@@ -76,3 +76,18 @@ def test_a_missing_index_is_one_error_locally_and_on_s3(tmp_path, s3_bucket, for
         raised.append(type(info.value))
     assert raised[0] is raised[1]
     assert isinstance(info.value, FileNotFoundError) and isinstance(info.value, ValueError)
+
+
+def test_argument_errors_derive_from_the_root_too(tmp_path) -> None:
+    """Plain argument checks raise LitStreamingError subclasses that are still ValueError/TypeError."""
+    from lit_streaming import LitStreamingError, StreamingDataLoader, sampling
+    from lit_streaming.combined import CombinedStreamingDataset
+
+    for call, builtin in (
+        (lambda: sampling.rank_length(10, 0, 1, True), ValueError),
+        (lambda: CombinedStreamingDataset([object()]), TypeError),
+        (lambda: StreamingDataLoader(object()), TypeError),
+    ):
+        with pytest.raises(LitStreamingError) as caught:
+            call()
+        assert isinstance(caught.value, builtin)

@@ -19,7 +19,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 
-from lit_streaming.errors import LitStreamingError
+from lit_streaming.errors import LitStreamingError, LitStreamingValueError
 
 
 def _inspect(path: str) -> int:
@@ -84,7 +84,7 @@ def _verify(path: str, block_size: int | None = None) -> int:
         kwargs["item_loader"] = TokensLoader(size)
         blocks = f" (token blocks of {size})"
     elif block_size is not None:
-        raise ValueError(f"--block-size applies to token datasets; {path} uses {loader_name}")
+        raise LitStreamingValueError(f"--block-size applies to token datasets; {path} uses {loader_name}")
     ds = StreamingDataset(path, **kwargs)
     bounds = [0]
     for length in ds.chunk_lengths:

@@ -14,6 +14,7 @@ import numpy as np
 
 from lit_streaming import sampling
 from lit_streaming.dataset import StreamingDataset
+from lit_streaming.errors import LitStreamingTypeError, LitStreamingValueError
 from lit_streaming.stream import Stream
 
 _BATCHING = ("stratified", "per_stream")
@@ -40,22 +41,30 @@ class CombinedStreamingDataset(Stream):
     ) -> None:
         super().__init__()
         if not datasets:
-            raise ValueError("`datasets` is empty")
+            raise LitStreamingValueError("`datasets` is empty")
         for i, ds in enumerate(datasets):
             if not isinstance(ds, Stream):
-                raise TypeError(f"datasets[{i}] is a {type(ds).__name__}, expected a streaming dataset")
+                raise LitStreamingTypeError(
+                    f"datasets[{i}] is a {type(ds).__name__}, expected a streaming dataset"
+                )
         if batching_method not in _BATCHING:
-            raise ValueError(f"`batching_method` must be one of {_BATCHING}, got {batching_method!r}")
+            raise LitStreamingValueError(
+                f"`batching_method` must be one of {_BATCHING}, got {batching_method!r}"
+            )
         if weights is not None:
             if iterate_over_all:
-                raise ValueError(
+                raise LitStreamingValueError(
                     "`weights` needs iterate_over_all=False: iterating over all samples of every dataset "
                     "fixes each dataset's share to its length, so weights could not be honoured"
                 )
             if len(weights) != len(datasets):
-                raise ValueError(f"`weights` has {len(weights)} entries for {len(datasets)} datasets")
+                raise LitStreamingValueError(
+                    f"`weights` has {len(weights)} entries for {len(datasets)} datasets"
+                )
             if any(w < 0 for w in weights) or sum(weights) <= 0:
-                raise ValueError(f"`weights` must be non-negative and not all zero, got {list(weights)}")
+                raise LitStreamingValueError(
+                    f"`weights` must be non-negative and not all zero, got {list(weights)}"
+                )
         self.datasets = list(datasets)
         self.seed = int(seed)
         raw = list(weights) if weights is not None else [len(d) for d in self.datasets]

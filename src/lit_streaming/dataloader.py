@@ -19,6 +19,7 @@ from lit_streaming import sampling
 from lit_streaming.engine import distributed, profiling
 from lit_streaming.engine.batching import PooledCollate
 from lit_streaming.engine.resume_state import STATE_VERSION, ResumeError, check_state, settings_diff
+from lit_streaming.errors import LitStreamingTypeError, LitStreamingValueError
 from lit_streaming.stream import Stream
 
 __all__ = ["STATE_VERSION", "ResumeError", "StreamingDataLoader"]
@@ -29,11 +30,13 @@ def _check_profile_args(profile_batches: Any, skip: Any, cprofile: Any) -> tuple
     if not isinstance(profile_batches, (bool, int)) or (
         not isinstance(profile_batches, bool) and profile_batches < 0
     ):
-        raise ValueError(f"`profile_batches` must be a bool or an int >= 0, got {profile_batches!r}")
+        raise LitStreamingValueError(
+            f"`profile_batches` must be a bool or an int >= 0, got {profile_batches!r}"
+        )
     if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
-        raise ValueError(f"`profile_skip_batches` must be an int >= 0, got {skip!r}")
+        raise LitStreamingValueError(f"`profile_skip_batches` must be an int >= 0, got {skip!r}")
     if not isinstance(cprofile, bool):
-        raise ValueError(f"`profile_cprofile` must be a bool, got {cprofile!r}")
+        raise LitStreamingValueError(f"`profile_cprofile` must be a bool, got {cprofile!r}")
     if profile_batches is True:
         return None, True
     return int(profile_batches), int(profile_batches) > 0
@@ -68,12 +71,12 @@ class StreamingDataLoader(DataLoader):
         **kwargs: Any,
     ) -> None:
         if not isinstance(dataset, Stream):
-            raise TypeError(
+            raise LitStreamingTypeError(
                 f"StreamingDataLoader needs a streaming dataset (StreamingDataset, CombinedStreamingDataset, ...), "
                 f"got {type(dataset).__name__}"
             )
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}")
+            raise LitStreamingValueError(f"`batch_size` must be a positive int, got {batch_size!r}")
         stream = dataset.with_options(shuffle=shuffle, drop_last=drop_last)
         self.shuffle = shuffle
         # Profiling as LitData's README has it (see profiling.py): result.json in profile_dir or the cwd.

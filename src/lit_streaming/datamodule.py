@@ -11,6 +11,7 @@ from lightning.pytorch import LightningDataModule
 from lit_streaming.combined import CombinedStreamingDataset
 from lit_streaming.dataloader import StreamingDataLoader
 from lit_streaming.dataset import StreamingDataset
+from lit_streaming.errors import LitStreamingTypeError, LitStreamingValueError
 from lit_streaming.item_loaders import TokensLoader
 from lit_streaming.sampling import DEFAULT_SHUFFLE_WINDOW
 from lit_streaming.storage import StorageSettings
@@ -92,9 +93,11 @@ class StreamingDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         if train is None and val is None and test is None and predict is None:
-            raise ValueError("StreamingDataModule needs at least one of train, val, test or predict")
+            raise LitStreamingValueError(
+                "StreamingDataModule needs at least one of train, val, test or predict"
+            )
         if dataset is not None and not isinstance(dataset, DatasetOptions):
-            raise TypeError(f"`dataset` must be a DatasetOptions, got {type(dataset).__name__}")
+            raise LitStreamingTypeError(f"`dataset` must be a DatasetOptions, got {type(dataset).__name__}")
         self.sources = {"train": train, "val": val, "test": test, "predict": predict}
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -123,7 +126,7 @@ class StreamingDataModule(LightningDataModule):
             (list(source), list(source.values())) if isinstance(source, dict) else (source, self.weights)
         )
         if not paths:
-            raise ValueError(f"`{split}` lists no datasets")
+            raise LitStreamingValueError(f"`{split}` lists no datasets")
         over_all = self.iterate_over_all if self.iterate_over_all is not None else weights is None
         return CombinedStreamingDataset(
             [self._dataset(p, split) for p in paths],
@@ -143,7 +146,7 @@ class StreamingDataModule(LightningDataModule):
         if split not in self.datasets:
             self.setup()
         if split not in self.datasets:
-            raise ValueError(f"StreamingDataModule has no `{split}` source")
+            raise LitStreamingValueError(f"StreamingDataModule has no `{split}` source")
         return StreamingDataLoader(
             self.datasets[split],
             batch_size=self.batch_size,

@@ -22,6 +22,7 @@ from lit_streaming import sampling
 from lit_streaming.engine import dataset_compat as compat
 from lit_streaming.engine import profiling
 from lit_streaming.engine.chunks import OpenChunks
+from lit_streaming.errors import LitStreamingTypeError, LitStreamingValueError
 from lit_streaming.formats import open_dataset
 from lit_streaming.item_loaders import ItemLoader
 from lit_streaming.storage import StorageSettings, open_source
@@ -106,7 +107,9 @@ class StreamingDataset(Stream):
         window_direct_io: bool = False,
     ) -> None:
         if not isinstance(shuffle_window, int) or shuffle_window < 1:
-            raise ValueError(f"`shuffle_window` must be a positive int (chunks), got {shuffle_window!r}")
+            raise LitStreamingValueError(
+                f"`shuffle_window` must be a positive int (chunks), got {shuffle_window!r}"
+            )
         compat.check_unsupported(serializers, encryption, window_direct_io)
         compat.check_tuning(num_canonical_nodes, batch_decode, item_shuffle_window, force_override_state_dict)
         super().__init__()
@@ -173,7 +176,9 @@ class StreamingDataset(Stream):
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(self.num_samples))]
         if isinstance(index, str):
-            raise TypeError(f"{type(self).__name__} indices are ints or slices, got the key {index!r}")
+            raise LitStreamingTypeError(
+                f"{type(self).__name__} indices are ints or slices, got the key {index!r}"
+            )
         return self.apply_transform(self.read_sample(operator.index(index)))
 
     def apply_transform(self, sample: Any) -> Any:

@@ -9,3 +9,11 @@ writer and every format module import this cheaply.
 
 class LitStreamingError(Exception):
     """Base class of the errors raised by ``lit_streaming`` and ``lit_streaming_writer``."""
+
+
+class LitStreamingValueError(ValueError, LitStreamingError):
+    """A bad argument or value (what the library once raised as a plain ``ValueError``)."""
+
+
+class LitStreamingTypeError(TypeError, LitStreamingError):
+    """An argument of the wrong type (what the library once raised as a plain ``TypeError``)."""

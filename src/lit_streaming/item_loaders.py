@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
 
+from lit_streaming.errors import LitStreamingValueError
 from lit_streaming.format import pytree
 from lit_streaming.format.chunk import ChunkView, CorruptChunkError
 from lit_streaming.format.index import ChunkEntry, DatasetIndex, InvalidIndexError
@@ -99,7 +100,9 @@ class PyTreeLoader(ItemLoader):
         decode = dict(decode or {})
         unknown = sorted(set(decode) - set(MEDIA_KINDS))
         if unknown:
-            raise ValueError(f"`decode` names unknown media kinds {unknown}; known: {list(MEDIA_KINDS)}")
+            raise LitStreamingValueError(
+                f"`decode` names unknown media kinds {unknown}; known: {list(MEDIA_KINDS)}"
+            )
         self.decode = decode
 
     def options(self) -> dict[str, Any]:
@@ -221,7 +224,7 @@ class TokensLoader(ItemLoader):
 
     def __init__(self, block_size: int | None = None) -> None:
         if block_size is not None and (not isinstance(block_size, int) or block_size <= 0):
-            raise ValueError(f"`block_size` must be a positive int, got {block_size!r}")
+            raise LitStreamingValueError(f"`block_size` must be a positive int, got {block_size!r}")
         self.block_size = block_size
         self._flat: weakref.WeakKeyDictionary[ChunkView, Any] = weakref.WeakKeyDictionary()
 
@@ -231,7 +234,7 @@ class TokensLoader(ItemLoader):
     def setup(self, index: DatasetIndex, source: str, allow_pickle: bool) -> None:
         super().setup(index, source, allow_pickle)
         if self.block_size is None:
-            raise ValueError("TokensLoader needs `block_size` to read a dataset")
+            raise LitStreamingValueError("TokensLoader needs `block_size` to read a dataset")
         if self._empty:  # an empty dataset (no chunks, no leaf formats): nothing to check or read
             return
         if len(self._formats) != 1 or self._formats[0].split(":")[0] not in (
@@ -282,14 +285,16 @@ def loader_for(index: DatasetIndex, requested: ItemLoader | None, source: str) -
     written = index.item_loader_name
     if requested is None:
         if written == "TokensLoader":
-            raise ValueError(f"{source} holds tokens: pass item_loader=TokensLoader(block_size=...)")
+            raise LitStreamingValueError(
+                f"{source} holds tokens: pass item_loader=TokensLoader(block_size=...)"
+            )
         if written != "PyTreeLoader":
             raise InvalidIndexError(f"{source}: item loader {written!r} is not supported")
         return PyTreeLoader()
     # LitData's empty dataset records no config at all (``"config": null``): any loader reads its nothing.
     unknown = not index.chunks and not index.config.get("item_loader")
     if type(requested).__name__ != written and not unknown:
-        raise ValueError(
+        raise LitStreamingValueError(
             f"{source} was written with {written}, but item_loader={type(requested).__name__} was given"
         )
     return requested.bind()

@@ -24,6 +24,7 @@ import torch
 
 from lit_streaming import sampling
 from lit_streaming.dataset import StreamingDataset
+from lit_streaming.errors import LitStreamingTypeError, LitStreamingValueError
 from lit_streaming.sampling import KeySequence
 from lit_streaming.stream import Stream
 
@@ -76,19 +77,19 @@ class ParallelStreamingDataset(Stream):
     ) -> None:
         super().__init__()
         if not datasets:
-            raise ValueError("`datasets` is empty")
+            raise LitStreamingValueError("`datasets` is empty")
         for i, ds in enumerate(datasets):
             if not isinstance(ds, Stream) or isinstance(ds, ParallelStreamingDataset):
-                raise TypeError(
+                raise LitStreamingTypeError(
                     f"datasets[{i}] is a {type(ds).__name__}; ParallelStreamingDataset zips StreamingDataset or "
                     "CombinedStreamingDataset instances"
                 )
         if length is not None and (isinstance(length, bool) or not isinstance(length, (int, float))):
-            raise ValueError(f"`length` must be None, an int or float('inf'), got {length!r}")
+            raise LitStreamingValueError(f"`length` must be None, an int or float('inf'), got {length!r}")
         if isinstance(length, float) and length != math.inf:
-            raise ValueError(f"`length` must be None, an int or float('inf'), got {length!r}")
+            raise LitStreamingValueError(f"`length` must be None, an int or float('inf'), got {length!r}")
         if isinstance(length, int) and length < 0:
-            raise ValueError(f"`length` must be >= 0, got {length}")
+            raise LitStreamingValueError(f"`length` must be >= 0, got {length}")
         self._transform_nargs = None
         if transform is not None:
             params = inspect.signature(transform).parameters.values()
@@ -97,9 +98,13 @@ class ParallelStreamingDataset(Stream):
                 for p in params
             )
             if self._transform_nargs not in (1, 2):
-                raise ValueError(f"`transform` must take 1 or 2 arguments, got {self._transform_nargs}")
+                raise LitStreamingValueError(
+                    f"`transform` must take 1 or 2 arguments, got {self._transform_nargs}"
+                )
         if not isinstance(force_override_state_dict, bool):
-            raise ValueError(f"`force_override_state_dict` must be a bool, got {force_override_state_dict!r}")
+            raise LitStreamingValueError(
+                f"`force_override_state_dict` must be a bool, got {force_override_state_dict!r}"
+            )
         self.datasets = list(datasets)
         self.length = length
         self.force_override_state_dict = force_override_state_dict
@@ -132,7 +137,7 @@ class ParallelStreamingDataset(Stream):
             return [min(lengths)] * len(lengths)
         for d, n in zip(self.datasets, lengths):
             if n == 0 and self.epoch_positions() > 0:
-                raise ValueError(f"cannot cycle the empty dataset {d!r} to length={self.length}")
+                raise LitStreamingValueError(f"cannot cycle the empty dataset {d!r} to length={self.length}")
         return lengths
 
     def _base(self, epoch: int) -> int:
@@ -171,7 +176,7 @@ class ParallelStreamingDataset(Stream):
     def __len__(self) -> int:
         """Samples in one epoch on a single process (LitData: ``len`` of an infinite dataset fails)."""
         if self.is_infinite():
-            raise TypeError("a ParallelStreamingDataset with length=float('inf') has no length")
+            raise LitStreamingTypeError("a ParallelStreamingDataset with length=float('inf') has no length")
         return self.native_length(1, 1)
 
     # ---- positions -> one key per child --------------------------------------------------------------------

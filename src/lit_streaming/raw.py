@@ -27,6 +27,7 @@ from typing import Any, Literal
 import fsspec
 from torch.utils.data import Dataset
 
+from lit_streaming.errors import LitStreamingTypeError, LitStreamingValueError
 from lit_streaming.storage import StorageSettings
 from lit_streaming.storage.cache_paths import cache_root
 from lit_streaming.storage.retry import call_with_retries
@@ -73,7 +74,7 @@ class BaseIndexer(ABC):
                 return [FileMetadata.from_dict(d) for d in json.load(f)]
         files = self.discover_files(input_dir, storage_options)
         if not files:
-            raise ValueError(f"StreamingRawDataset: no files found under {input_dir}")
+            raise LitStreamingValueError(f"StreamingRawDataset: no files found under {input_dir}")
         if path:
             os.makedirs(cache_dir, exist_ok=True)  # type: ignore[arg-type]
             tmp = f"{path}.{os.getpid()}.tmp"
@@ -89,7 +90,7 @@ class FileIndexer(BaseIndexer):
 
     def __init__(self, max_depth: int = 5, extensions: list[str] | None = None) -> None:
         if isinstance(max_depth, bool) or not isinstance(max_depth, int) or max_depth < 1:
-            raise ValueError(f"`max_depth` must be an int >= 1, got {max_depth!r}")
+            raise LitStreamingValueError(f"`max_depth` must be an int >= 1, got {max_depth!r}")
         self.max_depth = max_depth
         self.extensions = [ext.lower() for ext in (extensions or [])]
 
@@ -156,19 +157,19 @@ class StreamingRawDataset(Dataset):
         range_chunk_size: int = 8 * 1024 * 1024,
     ) -> None:
         if item_type not in ("bytes", "path"):
-            raise ValueError(f"`item_type` must be 'bytes' or 'path', got {item_type!r}")
+            raise LitStreamingValueError(f"`item_type` must be 'bytes' or 'path', got {item_type!r}")
         if item_type == "path" and not cache_files:
-            raise ValueError("`item_type='path'` requires `cache_files=True`")
+            raise LitStreamingValueError("`item_type='path'` requires `cache_files=True`")
         if max_concurrent_downloads is not None and (
             isinstance(max_concurrent_downloads, bool)
             or not isinstance(max_concurrent_downloads, int)
             or max_concurrent_downloads < 1
         ):
-            raise ValueError(
+            raise LitStreamingValueError(
                 f"`max_concurrent_downloads` must be None or an int >= 1, got {max_concurrent_downloads!r}"
             )
         if transform is not None and not callable(transform):
-            raise ValueError(f"`transform` must be callable, got {transform!r}")
+            raise LitStreamingValueError(f"`transform` must be callable, got {transform!r}")
         self.input_dir = os.fspath(input_dir)
         self.remote = "://" in self.input_dir and not self.input_dir.startswith("file://")
         self.storage_options = dict(storage_options or {})
@@ -193,7 +194,7 @@ class StreamingRawDataset(Dataset):
         )
         self.items: list[FileMetadata] | list[list[FileMetadata]] = self.setup(self.files)
         if not isinstance(self.items, list):
-            raise TypeError(f"setup() must return a list, returned {type(self.items).__name__}")
+            raise LitStreamingTypeError(f"setup() must return a list, returned {type(self.items).__name__}")
         self._runtime: _Runtime | None = None
 
     def setup(self, files: list[FileMetadata]) -> list[FileMetadata] | list[list[FileMetadata]]:
@@ -243,7 +244,7 @@ class StreamingRawDataset(Dataset):
             return self.load_file(item)
         if isinstance(item, (list, tuple)):
             return [self.load_file(fm) for fm in item]
-        raise TypeError(
+        raise LitStreamingTypeError(
             f"item {index} from setup() is a {type(item).__name__}, expected FileMetadata or a list"
         )
 
@@ -271,7 +272,9 @@ class StreamingRawDataset(Dataset):
         rel = fm.path.split("://", 1)[-1].lstrip("/")
         local = os.path.normpath(os.path.join(self.cache_dir, "files", rel))
         if not local.startswith(os.path.join(self.cache_dir, "files") + os.sep):
-            raise ValueError(f"StreamingRawDataset: {fm.path} would be cached outside {self.cache_dir}")
+            raise LitStreamingValueError(
+                f"StreamingRawDataset: {fm.path} would be cached outside {self.cache_dir}"
+            )
         if os.path.exists(local) and (fm.size <= 0 or os.path.getsize(local) == fm.size):
             return local
         data = self._download(fm.path)

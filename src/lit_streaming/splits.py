@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from lit_streaming.dataset import StreamingDataset
+from lit_streaming.errors import LitStreamingTypeError, LitStreamingValueError
 
 _log = logging.getLogger(__name__)
 
@@ -48,10 +49,14 @@ def pieces_of(pieces: np.ndarray, indices: Sequence[int] | slice | range) -> np.
         return cut(pieces, indices.start, max(indices.start, indices.stop))
     idx = np.asarray(indices)
     if idx.size and (idx.dtype.kind not in "iu" or idx.ndim != 1):
-        raise ValueError(f"subset `indices` must be a slice or a 1-d sequence of ints, got {indices!r}")
+        raise LitStreamingValueError(
+            f"subset `indices` must be a slice or a 1-d sequence of ints, got {indices!r}"
+        )
     idx = idx.astype(np.int64).reshape(-1)
     if idx.size and (idx.min() < 0 or idx.max() >= n):
-        raise ValueError(f"subset `indices` must be in [0, {n - 1}] for this dataset of {n} samples")
+        raise LitStreamingValueError(
+            f"subset `indices` must be in [0, {n - 1}] for this dataset of {n} samples"
+        )
     offsets = _offsets(pieces)
     p = np.searchsorted(offsets, idx, side="right") - 1
     chunk = pieces[p, 0]
@@ -80,13 +85,15 @@ def train_test_split(
     reads few chunks. ``subsample`` of the dataset applies inside each split (LitData subsamples first).
     """
     if not isinstance(streaming_dataset, StreamingDataset):
-        raise TypeError(f"train_test_split needs a StreamingDataset, got {type(streaming_dataset).__name__}")
+        raise LitStreamingTypeError(
+            f"train_test_split needs a StreamingDataset, got {type(streaming_dataset).__name__}"
+        )
     if any(not isinstance(split, float) for split in splits):
-        raise ValueError(f"`splits` must be floats, got {splits!r}")
+        raise LitStreamingValueError(f"`splits` must be floats, got {splits!r}")
     if not all(0 <= split <= 1 for split in splits):
-        raise ValueError(f"each of `splits` must be in [0, 1], got {splits!r}")
+        raise LitStreamingValueError(f"each of `splits` must be in [0, 1], got {splits!r}")
     if sum(splits) > 1:
-        raise ValueError(f"`splits` must sum to at most 1, got {splits!r} (sum {sum(splits)})")
+        raise LitStreamingValueError(f"`splits` must sum to at most 1, got {splits!r} (sum {sum(splits)})")
     pieces = streaming_dataset.pieces()
     if shuffle:
         # LitData's shuffle_lists_together: the same legacy generator, the same permutation.

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from lit_streaming.errors import LitStreamingTypeError, LitStreamingValueError
 from lit_streaming_writer import inputs as inputs_module
 from lit_streaming_writer.inputs import Batched, Head, Source, Split
 
@@ -39,7 +40,7 @@ def output_location(output_dir: Any) -> str:
     url, path = getattr(output_dir, "url", None), getattr(output_dir, "path", None)
     if url or path:
         return str(url or path)
-    raise TypeError(f"`output_dir` must be a path or URL, got {type(output_dir).__name__}")
+    raise LitStreamingTypeError(f"`output_dir` must be a path or URL, got {type(output_dir).__name__}")
 
 
 def _check_common(
@@ -54,19 +55,19 @@ def _check_common(
 ) -> int | None:
     """The worker and tuning arguments' checks; returns ``num_workers`` with LitData's ``0`` meaning 1."""
     if machine is not None:
-        raise ValueError(
+        raise LitStreamingValueError(
             "`machine` selects a Lightning Studio machine for a remote LitData job; lit-streaming runs the job "
             "where it is called: pass machine=None (and num_workers / num_nodes for the processes)"
         )
     if start_method not in START_METHODS:
-        raise ValueError(f"`start_method` must be one of {START_METHODS}, got {start_method!r}")
+        raise LitStreamingValueError(f"`start_method` must be one of {START_METHODS}, got {start_method!r}")
     if num_workers == 0:  # LitData: 0 workers means one
         num_workers = 1
     inputs_module.positive_int(num_downloaders, "num_downloaders")
     inputs_module.positive_int(num_uploaders, "num_uploaders")
     inputs_module.positive_int(batch_size, "batch_size")
     if keep_data_ordered not in (None, True, False):
-        raise ValueError(f"`keep_data_ordered` must be a bool or None, got {keep_data_ordered!r}")
+        raise LitStreamingValueError(f"`keep_data_ordered` must be a bool or None, got {keep_data_ordered!r}")
     return num_workers
 
 
@@ -108,12 +109,12 @@ def prepare_work(
     if input_dir is not None:
         input_dir = os.fspath(input_dir) if isinstance(input_dir, os.PathLike) else input_dir
         if not isinstance(input_dir, str):
-            raise TypeError(f"`input_dir` must be a path or URL, got {type(input_dir).__name__}")
+            raise LitStreamingTypeError(f"`input_dir` must be a path or URL, got {type(input_dir).__name__}")
     if queue is not None:
         if inputs is not None:
-            raise ValueError("Pass either `inputs` or `queue`, not both")
+            raise LitStreamingValueError("Pass either `inputs` or `queue`, not both")
         if not isinstance(queue, multiprocessing.queues.Queue):
-            raise ValueError(
+            raise LitStreamingValueError(
                 f"`queue` must be a multiprocessing.Queue (workers are processes), got {type(queue).__name__}"
             )
         for name, value in (
@@ -122,21 +123,25 @@ def prepare_work(
             ("align_chunking", align_chunk),
         ):
             if value is not None:
-                raise ValueError(f"`{name}` needs `inputs`; it cannot apply to a `queue`")
+                raise LitStreamingValueError(f"`{name}` needs `inputs`; it cannot apply to a `queue`")
         source = Source(None, reader, input_dir, num_downloaders, storage_options, queue, timeout)
         return Work(None, None, source, None, num_workers)
     if inputs is None:
-        raise ValueError("Pass `inputs` (a sequence of inputs) or `queue`")
+        raise LitStreamingValueError("Pass `inputs` (a sequence of inputs) or `queue`")
     seq = inputs_module.as_sequence(inputs)
     if len(seq) == 0:
-        raise ValueError(f"`inputs` is empty: nothing to {what}")
+        raise LitStreamingValueError(f"`inputs` is empty: nothing to {what}")
     if weights is not None:
         if batch_size not in (None, 1):
-            raise ValueError("`weights` weighs each input and `batch_size` groups them: pass one of the two")
+            raise LitStreamingValueError(
+                "`weights` weighs each input and `batch_size` groups them: pass one of the two"
+            )
         if reader is not None:
-            raise ValueError("Pass either `reader` or `weights`, not both (a reader remaps the inputs)")
+            raise LitStreamingValueError(
+                "Pass either `reader` or `weights`, not both (a reader remaps the inputs)"
+            )
         if len(weights) != len(seq):
-            raise ValueError(
+            raise LitStreamingValueError(
                 f"`weights` has {len(weights)} entries but there are {len(seq)} inputs: pass one per input"
             )
     if batch_size is not None and batch_size > 1:
@@ -146,7 +151,9 @@ def prepare_work(
         if remap is not None:
             seq = inputs_module.as_sequence(remap(list(seq), num_workers or os.cpu_count() or 1))
         if not callable(getattr(reader, "read", None)):
-            raise TypeError(f"`reader` must have a read(item) method, got {type(reader).__name__}")
+            raise LitStreamingTypeError(
+                f"`reader` must have a read(item) method, got {type(reader).__name__}"
+            )
     if limit is not None:
         if weights is not None:
             weights = list(weights)[:limit]

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from lit_streaming.errors import LitStreamingTypeError, LitStreamingValueError
 from lit_streaming_writer.errors import InputError, describe_input
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,9 @@ def positive_int(value: Any, name: str, allow_none: bool = True) -> int | None:
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"`{name}` must be a positive int{' or None' if allow_none else ''}, got {value!r}")
+        raise LitStreamingValueError(
+            f"`{name}` must be a positive int{' or None' if allow_none else ''}, got {value!r}"
+        )
     return value
 
 
@@ -88,7 +91,7 @@ def as_sequence(inputs: Any, name: str = "inputs") -> Sequence[Any]:
     """``inputs`` as an indexable sequence: sequences are used as they are (never copied), other iterables once
     listed. Strings, bytes and mappings are refused: iterating them is almost never what was meant."""
     if isinstance(inputs, (str, bytes, dict)):
-        raise TypeError(f"`{name}` must be a sequence of inputs, got a {type(inputs).__name__}")
+        raise LitStreamingTypeError(f"`{name}` must be a sequence of inputs, got a {type(inputs).__name__}")
     if isinstance(inputs, Sequence):
         return inputs
     if hasattr(inputs, "__len__") and hasattr(inputs, "__getitem__"):
@@ -96,7 +99,9 @@ def as_sequence(inputs: Any, name: str = "inputs") -> Sequence[Any]:
     try:
         return list(inputs)
     except TypeError:
-        raise TypeError(f"`{name}` must be a sequence or an iterable, got {type(inputs).__name__}") from None
+        raise LitStreamingTypeError(
+            f"`{name}` must be a sequence or an iterable, got {type(inputs).__name__}"
+        ) from None
 
 
 class _Indexable(Sequence):
@@ -122,7 +127,7 @@ def fast_dev_run_count(fast_dev_run: Any) -> int | None:
         return FAST_DEV_RUN_INPUTS
     if isinstance(fast_dev_run, int) and fast_dev_run > 0:
         return fast_dev_run
-    raise ValueError(f"`fast_dev_run` must be a bool or a positive int, got {fast_dev_run!r}")
+    raise LitStreamingValueError(f"`fast_dev_run` must be a bool or a positive int, got {fast_dev_run!r}")
 
 
 # ---- splitting the inputs over the workers ------------------------------------------------------------------
@@ -138,16 +143,16 @@ class Split:
 
     def __init__(self, total: int, weights: Sequence[float] | None = None, align: int | None = None) -> None:
         if weights is not None and align is not None:
-            raise ValueError("Pass either `weights` or `align_chunking=True`, not both")
+            raise LitStreamingValueError("Pass either `weights` or `align_chunking=True`, not both")
         if weights is not None:
             if len(weights) != total:
-                raise ValueError(
+                raise LitStreamingValueError(
                     f"`weights` has {len(weights)} entries but there are {total} inputs: pass one per input"
                 )
             cumulative, running = [], 0.0
             for k, w in enumerate(weights):
                 if isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0:
-                    raise ValueError(f"`weights[{k}]` must be a non-negative number, got {w!r}")
+                    raise LitStreamingValueError(f"`weights[{k}]` must be a non-negative number, got {w!r}")
                 running += float(w)
                 cumulative.append(running)
             self._cumulative: list[float] | None = cumulative

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch.distributed as dist
 
+from lit_streaming.errors import LitStreamingValueError
 from lit_streaming_writer.coordinate import Job, Outcome, run_rank
 from lit_streaming_writer.errors import WorkerError
 
@@ -57,9 +58,9 @@ def run(
     and a single in-process worker are not started here, so it does not apply to them."""
     for name, value in (("num_workers", num_workers), ("num_nodes", num_nodes)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"`{name}` must be a positive int or None, got {value!r}")
+            raise LitStreamingValueError(f"`{name}` must be a positive int or None, got {value!r}")
     if not timeout > 0:
-        raise ValueError(f"`timeout` must be a positive number of seconds, got {timeout!r}")
+        raise LitStreamingValueError(f"`timeout` must be a positive number of seconds, got {timeout!r}")
     world = _existing_world()
     if world is not None:
         _check_world_matches(world, num_workers, num_nodes)
@@ -114,7 +115,7 @@ def _check_world_matches(world: _World, num_workers: int | None, num_nodes: int 
     """The world decides the workers; refuse counts that contradict it instead of silently ignoring them."""
     wanted = (num_workers or 1) * (num_nodes or 1)
     if (num_workers and num_nodes and wanted != world.size) or world.size % wanted:
-        raise ValueError(
+        raise LitStreamingValueError(
             f"This process is rank {world.rank} of a distributed world of {world.size} processes, and every "
             f"process of that world is one worker; num_workers={num_workers} x num_nodes={num_nodes} does "
             "not match it. Pass num_workers=None and num_nodes=None (or counts whose product is the world "
@@ -205,7 +206,7 @@ def _caller_state_restored(nodes: int) -> Iterator[None]:
     if nodes > 1:
         missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
         if missing or not ({"NODE_RANK", "GROUP_RANK"} & set(os.environ)):
-            raise ValueError(
+            raise LitStreamingValueError(
                 f"num_nodes={nodes}: run the same script on every node with MASTER_ADDR and MASTER_PORT "
                 "(node 0's address and a free port on it) and NODE_RANK (0..num_nodes-1) set in the "
                 "environment, or launch it with torchrun / `fabric run` and leave num_nodes=None"

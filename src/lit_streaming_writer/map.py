@@ -8,6 +8,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from lit_streaming.errors import LitStreamingTypeError
 from lit_streaming_writer import compat, launch
 from lit_streaming_writer import inputs as inputs_module
 from lit_streaming_writer.checkpoint import Checkpointer, fingerprint
@@ -62,7 +63,7 @@ def map(
     holds an interrupted run to resume. When two inputs write the same path, the last one published wins.
     """
     if not callable(fn):
-        raise TypeError(f"`fn` must be callable, got {type(fn).__name__}")
+        raise LitStreamingTypeError(f"`fn` must be callable, got {type(fn).__name__}")
     work = compat.prepare_work(
         inputs=inputs,
         input_dir=input_dir,

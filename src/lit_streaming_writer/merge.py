@@ -16,6 +16,7 @@ from typing import Any
 
 import fsspec
 
+from lit_streaming.errors import LitStreamingTypeError, LitStreamingValueError
 from lit_streaming.format.index import INDEX_FILENAME, ChunkEntry, DatasetIndex
 from lit_streaming_writer.output import Output
 
@@ -36,28 +37,30 @@ def merge_datasets(
     for every location.
     """
     if isinstance(input_dirs, (str, os.PathLike)):
-        raise TypeError("`input_dirs` must be a list of dataset locations, got a single path")
+        raise LitStreamingTypeError("`input_dirs` must be a list of dataset locations, got a single path")
     sources = [Output(d, storage_options) for d in input_dirs]
     if len(sources) == 0:
-        raise ValueError("`input_dirs` is empty: pass the datasets to merge")
+        raise LitStreamingValueError("`input_dirs` is empty: pass the datasets to merge")
     if len(sources) == 1:
-        raise ValueError("`input_dirs` holds one dataset: pass at least two to merge")
+        raise LitStreamingValueError("`input_dirs` holds one dataset: pass at least two to merge")
     out = Output(output_dir, storage_options)
     if any(s.url == out.url for s in sources):
-        raise ValueError(f"`output_dir` {out.url} is also one of `input_dirs`: merge into a new location")
+        raise LitStreamingValueError(
+            f"`output_dir` {out.url} is also one of `input_dirs`: merge into a new location"
+        )
     indexes = []
     for source in sources:
         text = source.read_text(INDEX_FILENAME)
         if text is None:
-            raise ValueError(f"{source.url} has no index.json: it is not an optimized dataset")
+            raise LitStreamingValueError(f"{source.url} has no index.json: it is not an optimized dataset")
         indexes.append(DatasetIndex.from_json(text, source.path(INDEX_FILENAME)))
     if out.read_text(INDEX_FILENAME) is not None:
-        raise ValueError(f"`output_dir` {out.url} already holds a dataset (index.json)")
+        raise LitStreamingValueError(f"`output_dir` {out.url} already holds a dataset (index.json)")
     first = indexes[0].config
     for source, index in zip(sources[1:], indexes[1:]):
         for key in _MUST_AGREE:
             if index.config.get(key) != first.get(key):
-                raise ValueError(
+                raise LitStreamingValueError(
                     f"Cannot merge {source.url} with {sources[0].url}: config.{key} differs "
                     f"({index.config.get(key)!r} vs {first.get(key)!r})"
                 )
@@ -107,4 +110,4 @@ def _copy(source: Output, entry: ChunkEntry, name: str, out: Output) -> None:
                     writer.write(block)
                     size += len(block)
     if entry.file_bytes is not None and size != entry.file_bytes:
-        raise ValueError(f"{src}: copied {size} bytes but the index lists {entry.file_bytes}")
+        raise LitStreamingValueError(f"{src}: copied {size} bytes but the index lists {entry.file_bytes}")

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lit_streaming.errors import LitStreamingError
+from lit_streaming.errors import LitStreamingError, LitStreamingTypeError, LitStreamingValueError
 from lit_streaming.format import compression as zstd
 from lit_streaming.format.index import (
     INDEX_FILENAME,
@@ -106,30 +106,36 @@ def optimize(
     ``output_dir``'s location (LitData returns None).
     """
     if not callable(fn):
-        raise TypeError(f"`fn` must be callable, got {type(fn).__name__}")
+        raise LitStreamingTypeError(f"`fn` must be callable, got {type(fn).__name__}")
     if (chunk_size is None) == (chunk_bytes is None):
-        raise ValueError("Pass exactly one of `chunk_size` (items per chunk) or `chunk_bytes` (e.g. '64MB')")
+        raise LitStreamingValueError(
+            "Pass exactly one of `chunk_size` (items per chunk) or `chunk_bytes` (e.g. '64MB')"
+        )
     if chunk_size is not None and (
         isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0
     ):
-        raise ValueError(f"`chunk_size` must be a positive int, got {chunk_size!r}")
+        raise LitStreamingValueError(f"`chunk_size` must be a positive int, got {chunk_size!r}")
     chunk_bytes = parse_size(chunk_bytes, "chunk_bytes")
     if mode not in _MODES:
-        raise ValueError(f"`mode` must be None, 'overwrite' or 'append', got {mode!r}")
+        raise LitStreamingValueError(f"`mode` must be None, 'overwrite' or 'append', got {mode!r}")
     zstd.parse_compression(compression)
     if compression_level not in (None, "chunk"):
-        raise ValueError(
+        raise LitStreamingValueError(
             f"`compression_level={compression_level!r}`: lit-streaming writes whole-chunk compression only "
             "(compression_level=None or 'chunk'); it reads LitData's 'batch' and 'sample' chunks"
         )
     if encryption is not None:
-        raise ValueError("`encryption`: lit-streaming neither writes nor reads encrypted datasets; pass None")
+        raise LitStreamingValueError(
+            "`encryption`: lit-streaming neither writes nor reads encrypted datasets; pass None"
+        )
     if key_fn is not None:
-        raise ValueError(
+        raise LitStreamingValueError(
             "`key_fn`: LitData's keys/ sidecar (dataset[key], dataset_update) is not supported; pass None"
         )
     if align_chunking and chunk_size is None:
-        raise ValueError("`align_chunking=True` needs `chunk_size` (whole chunks of items per worker)")
+        raise LitStreamingValueError(
+            "`align_chunking=True` needs `chunk_size` (whole chunks of items per worker)"
+        )
     work = compat.prepare_work(
         inputs=inputs,
         queue=queue,
@@ -332,4 +338,6 @@ def _check_append_settings(existing: DatasetIndex, url: str, settings: dict[str,
     if old != new:
         mismatches.append(f"chunk_size/chunk_bytes {old[0]}/{old[1]} vs {new[0]}/{new[1]}")
     if mismatches:
-        raise ValueError(f"Cannot append to {url}: settings differ from the existing dataset: {mismatches}")
+        raise LitStreamingValueError(
+            f"Cannot append to {url}: settings differ from the existing dataset: {mismatches}"
+        )

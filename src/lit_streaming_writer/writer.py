@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from lit_streaming.errors import LitStreamingError
+from lit_streaming.errors import LitStreamingError, LitStreamingValueError
 from lit_streaming.format import compression as zstd
 from lit_streaming.format import pytree
 from lit_streaming.format.chunk import checksum, encode_chunk
@@ -42,7 +42,7 @@ class ChunkWriter:
         expected: DatasetIndex | None = None,
     ) -> None:
         if (chunk_size is None) == (chunk_bytes is None):
-            raise ValueError("Pass exactly one of `chunk_size` or `chunk_bytes`")
+            raise LitStreamingValueError("Pass exactly one of `chunk_size` or `chunk_bytes`")
         zstd.parse_compression(compression)
         self.output_dir = output_dir
         self.rank = rank

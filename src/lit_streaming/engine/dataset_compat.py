@@ -14,6 +14,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from lit_streaming.errors import LitStreamingTypeError, LitStreamingValueError
 from lit_streaming.format.units import parse_size
 from lit_streaming.storage import StorageSettings
 from lit_streaming.storage.cache_paths import cache_root
@@ -36,16 +37,18 @@ _SESSION_KEYS = {
 def check_unsupported(serializers: Any, encryption: Any, window_direct_io: Any) -> None:
     """Refuse what would change the bytes we decode: we cannot honour these, so we must not pretend to."""
     if serializers:
-        raise ValueError(
+        raise LitStreamingValueError(
             f"`serializers` is not supported: lit-streaming decodes LitData's built-in serializers only "
             f"(got custom ones for {sorted(serializers)}); write the data with built-in types"
         )
     if encryption is not None:
-        raise ValueError("`encryption` is not supported: lit-streaming reads unencrypted datasets only")
+        raise LitStreamingValueError(
+            "`encryption` is not supported: lit-streaming reads unencrypted datasets only"
+        )
     if not isinstance(window_direct_io, bool):
-        raise ValueError(f"`window_direct_io` must be a bool, got {window_direct_io!r}")
+        raise LitStreamingValueError(f"`window_direct_io` must be a bool, got {window_direct_io!r}")
     if window_direct_io:
-        raise ValueError(
+        raise LitStreamingValueError(
             "`window_direct_io=True` is not supported: it switches LitData to its read_window API over NFS "
             "O_DIRECT; lit-streaming reads local and NFS chunks through mmap"
         )
@@ -60,13 +63,17 @@ def check_tuning(
         or not isinstance(num_canonical_nodes, int)
         or num_canonical_nodes < 1
     ):
-        raise ValueError(f"`num_canonical_nodes` must be None or an int >= 1, got {num_canonical_nodes!r}")
+        raise LitStreamingValueError(
+            f"`num_canonical_nodes` must be None or an int >= 1, got {num_canonical_nodes!r}"
+        )
     if not (
         batch_decode in ("auto", "all")
         or isinstance(batch_decode, bool)
         or (isinstance(batch_decode, int) and batch_decode >= 0)
     ):
-        raise ValueError(f"`batch_decode` must be 'auto', 'all', a bool or an int >= 0, got {batch_decode!r}")
+        raise LitStreamingValueError(
+            f"`batch_decode` must be 'auto', 'all', a bool or an int >= 0, got {batch_decode!r}"
+        )
     if not (
         item_shuffle_window in (None, "auto", "full")
         or (
@@ -75,11 +82,13 @@ def check_tuning(
             and item_shuffle_window >= 0
         )
     ):
-        raise ValueError(
+        raise LitStreamingValueError(
             f"`item_shuffle_window` must be None, 'auto', 'full' or an int >= 0, got {item_shuffle_window!r}"
         )
     if not isinstance(force_override_state_dict, bool):
-        raise ValueError(f"`force_override_state_dict` must be a bool, got {force_override_state_dict!r}")
+        raise LitStreamingValueError(
+            f"`force_override_state_dict` must be a bool, got {force_override_state_dict!r}"
+        )
 
 
 def transform_list(transform: Callable[[Any], Any] | Sequence[Callable[[Any], Any]]) -> list[Callable]:
@@ -87,7 +96,9 @@ def transform_list(transform: Callable[[Any], Any] | Sequence[Callable[[Any], An
     fns = list(transform) if isinstance(transform, (list, tuple)) else [transform]
     for fn in fns:
         if not callable(fn):
-            raise ValueError(f"`transform` must be a callable or a list of callables; found {fn!r}")
+            raise LitStreamingValueError(
+                f"`transform` must be a callable or a list of callables; found {fn!r}"
+            )
     return fns
 
 
@@ -104,7 +115,7 @@ def cache_budget(max_cache_size: int | float | str | None, cache_dir: str | None
             keep = free - _KEEP_FREE
             return int(keep if keep >= _FREE_SHARE * free else _FREE_SHARE * free)
         if not 0 < max_cache_size <= 1:
-            raise ValueError(
+            raise LitStreamingValueError(
                 f"`max_cache_size` as a float is a fraction of the free disk in (0, 1], got {max_cache_size!r}"
             )
         return int(max_cache_size * free)
@@ -125,7 +136,7 @@ def merge_session_options(
         elif key in _SESSION_KEYS:
             merged[_SESSION_KEYS[key]] = value
         else:
-            raise ValueError(
+            raise LitStreamingValueError(
                 f"`session_options` key {key!r} has no fsspec equivalent; pass it in `storage_options` "
                 f"(supported: {sorted([*_SESSION_KEYS, 'region_name'])})"
             )
@@ -143,11 +154,15 @@ def storage_settings(
     """``settings`` (None: the defaults), with ``max_pre_download`` chunks fetched ahead of each reader (our
     ``prefetch_chunks``) when it is given."""
     if settings is not None and not isinstance(settings, StorageSettings):
-        raise TypeError(f"`storage_settings` must be a StorageSettings, got {type(settings).__name__}")
+        raise LitStreamingTypeError(
+            f"`storage_settings` must be a StorageSettings, got {type(settings).__name__}"
+        )
     if max_pre_download is None:
         return settings
     if isinstance(max_pre_download, bool) or not isinstance(max_pre_download, int) or max_pre_download < 1:
-        raise ValueError(f"`max_pre_download` must be an int >= 1 (chunks), got {max_pre_download!r}")
+        raise LitStreamingValueError(
+            f"`max_pre_download` must be an int >= 1 (chunks), got {max_pre_download!r}"
+        )
     return dataclasses.replace(settings or StorageSettings(), prefetch_chunks=max_pre_download)
 
 

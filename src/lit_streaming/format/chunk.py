@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lit_streaming.errors import LitStreamingError
+from lit_streaming.errors import LitStreamingError, LitStreamingValueError
 
 _U32 = np.dtype("<u4")
 
@@ -29,7 +29,9 @@ def encode_chunk(payloads: Sequence[bytes | memoryview]) -> bytes:
     np.cumsum(sizes, out=offsets[1:])
     offsets[1:] += offsets[0]
     if offsets[-1] >= 2**32:
-        raise ValueError(f"A chunk cannot exceed 4 GiB (u32 offsets); got {int(offsets[-1])} bytes")
+        raise LitStreamingValueError(
+            f"A chunk cannot exceed 4 GiB (u32 offsets); got {int(offsets[-1])} bytes"
+        )
     header = np.empty(n + 2, dtype=_U32)
     header[0] = n
     header[1:] = offsets

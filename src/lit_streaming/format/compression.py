@@ -8,6 +8,7 @@ import struct
 import numpy as np
 import zstandard
 
+from lit_streaming.errors import LitStreamingValueError
 from lit_streaming.format.chunk import CorruptChunkError
 
 DEFAULT_ZSTD_LEVEL = 4
@@ -34,11 +35,11 @@ def parse_compression(name: str | None) -> tuple[str, int] | None:
         return None
     algo, _, level = str(name).partition(":")
     if algo != "zstd":
-        raise ValueError(f"Unsupported compression {name!r}: use None, 'zstd' or 'zstd:LEVEL'")
+        raise LitStreamingValueError(f"Unsupported compression {name!r}: use None, 'zstd' or 'zstd:LEVEL'")
     if level == "":
         return "zstd", DEFAULT_ZSTD_LEVEL
     if not level.lstrip("-").isdigit():
-        raise ValueError(f"Compression level in {name!r} must be an integer")
+        raise LitStreamingValueError(f"Compression level in {name!r} must be an integer")
     return "zstd", int(level)
 
 
@@ -123,7 +124,7 @@ def inflate_in_file(data: bytes | memoryview, level: str, what: str) -> bytes:
             return _inflate_per_item(memoryview(data), what)
     except zstandard.ZstdError as err:
         raise CorruptChunkError(f"{what}: zstd data is corrupt ({err})") from err
-    raise ValueError(f"{what}: unknown compression_level {level!r}")
+    raise LitStreamingValueError(f"{what}: unknown compression_level {level!r}")
 
 
 def _inflate_framed(mv: memoryview, what: str) -> bytes:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lit_streaming.errors import LitStreamingError
+from lit_streaming.errors import LitStreamingError, LitStreamingTypeError, LitStreamingValueError
 
 Buffer = bytes | bytearray | memoryview
 
@@ -135,7 +135,7 @@ def _torchvision_decode(name: str, data: Buffer) -> torch.Tensor:
 def _check_payload(kind: str, shape: tuple[int, ...], itemsize: int, got: int) -> None:
     expected = math.prod(shape) * itemsize
     if expected != got:
-        raise ValueError(
+        raise LitStreamingValueError(
             f"{kind} payload is {got} bytes but its header says shape {shape} x {itemsize} bytes = "
             f"{expected}: the data is corrupt or was not written by this format"
         )
@@ -169,7 +169,7 @@ class BoolSerializer(Serializer):
 
     def deserialize(self, data: Buffer, fmt: str) -> bool:
         if len(data) != 1:
-            raise ValueError(f"bool payload must be 1 byte, got {len(data)}")
+            raise LitStreamingValueError(f"bool payload must be 1 byte, got {len(data)}")
         return data[0] != 0
 
 
@@ -185,11 +185,13 @@ class IntSerializer(Serializer):
         try:
             return _I64.pack(obj), self.name
         except struct.error as exc:
-            raise ValueError(f"int leaf {obj} does not fit in int64; store it as a str instead") from exc
+            raise LitStreamingValueError(
+                f"int leaf {obj} does not fit in int64; store it as a str instead"
+            ) from exc
 
     def deserialize(self, data: Buffer, fmt: str) -> int:
         if len(data) != 8:
-            raise ValueError(f"int payload must be 8 bytes, got {len(data)}")
+            raise LitStreamingValueError(f"int payload must be 8 bytes, got {len(data)}")
         return _I64.unpack(data)[0]
 
 
@@ -206,7 +208,7 @@ class FloatSerializer(Serializer):
 
     def deserialize(self, data: Buffer, fmt: str) -> float:
         if len(data) != 8:
-            raise ValueError(f"float payload must be 8 bytes, got {len(data)}")
+            raise LitStreamingValueError(f"float payload must be 8 bytes, got {len(data)}")
         return _F64.unpack(data)[0]
 
 
@@ -217,7 +219,7 @@ def _pil_raw_size(mode: str, width: int, height: int) -> int:
     try:
         desc = ImageMode.getmode(mode)
     except KeyError:
-        raise ValueError(f"pil payload has unknown image mode {mode!r}") from None
+        raise LitStreamingValueError(f"pil payload has unknown image mode {mode!r}") from None
     if mode == "1":
         return (width + 7) // 8 * height
     return width * height * len(desc.bands) * int(desc.typestr[2:])
@@ -254,15 +256,19 @@ class PilSerializer(Serializer):
         from PIL import Image
 
         if len(data) < 12:
-            raise ValueError(f"pil payload of {len(data)} bytes is shorter than its 12-byte header")
+            raise LitStreamingValueError(
+                f"pil payload of {len(data)} bytes is shorter than its 12-byte header"
+            )
         width, height, mode_len = _U32X3.unpack_from(data)
         if 12 + mode_len > len(data):
-            raise ValueError(f"pil payload of {len(data)} bytes cannot hold a {mode_len}-byte mode name")
+            raise LitStreamingValueError(
+                f"pil payload of {len(data)} bytes cannot hold a {mode_len}-byte mode name"
+            )
         mode = bytes(data[12 : 12 + mode_len]).decode("ascii", errors="replace")
         raw = memoryview(data)[12 + mode_len :]
         expected = _pil_raw_size(mode, width, height)
         if expected != len(raw):
-            raise ValueError(
+            raise LitStreamingValueError(
                 f"pil payload has {len(raw)} pixel bytes; a {width}x{height} {mode!r} image needs {expected}"
             )
         return Image.frombytes(mode, (width, height), raw)
@@ -312,7 +318,9 @@ class JpegSerializer(Serializer):
     def serialize(self, obj: Any) -> tuple[bytes, str]:
         filename = getattr(obj, "filename", None)
         if filename is None:
-            raise ValueError("The JPEG image has no filename attribute; open it inside __getitem__.")
+            raise LitStreamingValueError(
+                "The JPEG image has no filename attribute; open it inside __getitem__."
+            )
         if filename and os.path.isfile(filename):
             with open(filename, "rb") as f:
                 return f.read(), self.name
@@ -385,19 +393,21 @@ class NoHeaderNumpySerializer(Serializer):
     def deserialize(self, data: Buffer, fmt: str) -> np.ndarray:
         dtype = _numpy_dtype(_dtype_index(fmt, len(NUMPY_DTYPES)))
         if len(data) % dtype.itemsize:
-            raise ValueError(f"{fmt} payload of {len(data)} bytes is not a multiple of {dtype.itemsize}")
+            raise LitStreamingValueError(
+                f"{fmt} payload of {len(data)} bytes is not a multiple of {dtype.itemsize}"
+            )
         return np.frombuffer(data, dtype=dtype)
 
 
 def _numpy_dtype(index: int) -> np.dtype:
     if index >= len(_NUMPY_INDEX):
-        raise ValueError(f"numpy dtype index {index} ({NUMPY_DTYPES[index]}) has no raw encoding")
+        raise LitStreamingValueError(f"numpy dtype index {index} ({NUMPY_DTYPES[index]}) has no raw encoding")
     return NUMPY_DTYPES[index]
 
 
 def _shape_header(byteorder: str, index: int, shape: tuple[int, ...]) -> bytes:
     if any(dim >= 2**32 for dim in shape):
-        raise ValueError(f"shape {shape} has a dimension too large for the u32 header")
+        raise LitStreamingValueError(f"shape {shape} has a dimension too large for the u32 header")
     return struct.pack(f"{byteorder}{2 + len(shape)}I", index, len(shape), *shape)
 
 
@@ -420,10 +430,14 @@ class NumpySerializer(Serializer):
 
     def deserialize(self, data: Buffer, fmt: str) -> np.ndarray:
         if len(data) < 8:
-            raise ValueError(f"numpy payload of {len(data)} bytes is shorter than its 8-byte header")
+            raise LitStreamingValueError(
+                f"numpy payload of {len(data)} bytes is shorter than its 8-byte header"
+            )
         index, ndim = _U32X2_LE.unpack_from(data)
         if index >= len(NUMPY_DTYPES) or ndim > _MAX_NDIM or 8 + 4 * ndim > len(data):
-            raise ValueError(f"numpy payload header (dtype index {index}, ndim {ndim}) is corrupt")
+            raise LitStreamingValueError(
+                f"numpy payload header (dtype index {index}, ndim {ndim}) is corrupt"
+            )
         dtype = _numpy_dtype(index)
         shape = struct.unpack_from(f"<{ndim}I", data, 8)
         body = memoryview(data)[8 + 4 * ndim :]
@@ -457,7 +471,9 @@ class NoHeaderTensorSerializer(Serializer):
         if not len(data):
             return torch.empty((0,), dtype=dtype)
         if len(data) % dtype.itemsize:
-            raise ValueError(f"{fmt} payload of {len(data)} bytes is not a multiple of {dtype.itemsize}")
+            raise LitStreamingValueError(
+                f"{fmt} payload of {len(data)} bytes is not a multiple of {dtype.itemsize}"
+            )
         return _frombuffer_tensor(data, dtype)
 
 
@@ -496,7 +512,7 @@ class TensorSerializer(Serializer):
     def deserialize(self, data: Buffer, fmt: str) -> torch.Tensor:
         parsed = _read_tensor_header(data) if len(data) >= 8 else None
         if parsed is None:
-            raise ValueError(
+            raise LitStreamingValueError(
                 f"tensor payload of {len(data)} bytes has a header that matches neither byte order "
                 "(dtype index, ndim and dims disagree with the payload length): the data is corrupt"
             )
@@ -640,7 +656,7 @@ class _JsonReader:
     def take(self, n: int) -> bytes:
         end = self.pos + n
         if n < 0 or end > len(self.raw):
-            raise ValueError(f"json payload of {len(self.raw)} bytes is truncated (needs {end})")
+            raise LitStreamingValueError(f"json payload of {len(self.raw)} bytes is truncated (needs {end})")
         out = self.raw[self.pos : end]
         self.pos = end
         return out
@@ -654,12 +670,14 @@ class _JsonReader:
     def count(self, item_bytes: int) -> int:
         n = self.u32()
         if n * item_bytes > len(self.raw) - self.pos:
-            raise ValueError(f"json payload claims {n} items but has {len(self.raw) - self.pos} bytes left")
+            raise LitStreamingValueError(
+                f"json payload claims {n} items but has {len(self.raw) - self.pos} bytes left"
+            )
         return n
 
     def value(self, depth: int = 0) -> Any:
         if depth > _MAX_JSON_DEPTH:
-            raise ValueError(f"json payload nests deeper than {_MAX_JSON_DEPTH} levels")
+            raise LitStreamingValueError(f"json payload nests deeper than {_MAX_JSON_DEPTH} levels")
         tag = self.take(1)[0]
         if tag == _J_TEXT:
             return json.loads(self.take(self.u32()))
@@ -685,14 +703,16 @@ class _JsonReader:
             return {self.text(): self.value(depth + 1) for _ in range(n)}
         if tag == _J_RECS:
             return self.records()
-        raise ValueError(f"json payload has unknown tag {tag} at byte {self.pos - 1}")
+        raise LitStreamingValueError(f"json payload has unknown tag {tag} at byte {self.pos - 1}")
 
     def records(self) -> list[dict[str, Any]]:
         n = self.u32()
         keys = [self.text() for _ in range(self.count(4))]
         # Every field takes at least its tag byte, and LitData never writes records without keys.
         if n and (not keys or n * len(keys) > len(self.raw) - self.pos):
-            raise ValueError(f"json payload claims {n} records of {len(keys)} fields in too few bytes")
+            raise LitStreamingValueError(
+                f"json payload claims {n} records of {len(keys)} fields in too few bytes"
+            )
         return [{key: self.record_field() for key in keys} for _ in range(n)]
 
     def record_field(self) -> Any:
@@ -707,7 +727,9 @@ class _JsonReader:
             return _F64.unpack(self.take(8))[0]
         if kind == _R_BOOL:
             return self.take(1)[0] != 0
-        raise ValueError(f"json payload has unknown record field tag {kind} at byte {self.pos - 1}")
+        raise LitStreamingValueError(
+            f"json payload has unknown record field tag {kind} at byte {self.pos - 1}"
+        )
 
 
 def decode_json(data: Buffer) -> Any:
@@ -718,7 +740,7 @@ def decode_json(data: Buffer) -> Any:
     reader = _JsonReader(raw)
     value = reader.value()
     if reader.pos != len(raw):
-        raise ValueError(f"json payload has {len(raw) - reader.pos} bytes after its value")
+        raise LitStreamingValueError(f"json payload has {len(raw) - reader.pos} bytes after its value")
     return value
 
 
@@ -756,7 +778,9 @@ class NumpyScalarSerializer(Serializer):
     def deserialize(self, data: Buffer, fmt: str) -> np.generic:
         array = _SERIALIZERS["numpy"].deserialize(data, "numpy")
         if array.ndim != 0:
-            raise ValueError(f"numpy:scalar payload holds an array of shape {array.shape}, not a scalar")
+            raise LitStreamingValueError(
+                f"numpy:scalar payload holds an array of shape {array.shape}, not a scalar"
+            )
         return array[()]
 
 
@@ -804,19 +828,21 @@ class JpegArraySerializer(Serializer):
         return False  # LitData writes it for lists of JPEG files; we keep those as one ``jpeg`` leaf each
 
     def serialize(self, obj: Any) -> tuple[bytes, str]:
-        raise TypeError("jpeg_array leaves are read, not written: store each JPEG as its own leaf")
+        raise LitStreamingTypeError(
+            "jpeg_array leaves are read, not written: store each JPEG as its own leaf"
+        )
 
     def deserialize(self, data: Buffer, fmt: str) -> list[torch.Tensor]:
         view = memoryview(data)
         if len(view) < 4:
-            raise ValueError(f"jpeg_array payload of {len(view)} bytes is shorter than its count")
+            raise LitStreamingValueError(f"jpeg_array payload of {len(view)} bytes is shorter than its count")
         (n,) = _U32.unpack_from(view)
         start = 4 + 4 * n
         if n == 0 or start > len(view):
-            raise ValueError(f"jpeg_array payload of {len(view)} bytes cannot hold {n} images")
+            raise LitStreamingValueError(f"jpeg_array payload of {len(view)} bytes cannot hold {n} images")
         sizes = np.frombuffer(view, dtype="<u4", count=n, offset=4).astype(np.int64)
         if start + int(sizes.sum()) != len(view):
-            raise ValueError(
+            raise LitStreamingValueError(
                 f"jpeg_array image sizes add up to {start + int(sizes.sum())} bytes, not {len(view)}"
             )
         bounds = np.concatenate(([start], start + np.cumsum(sizes))).tolist()
@@ -884,7 +910,9 @@ class MediaSerializer(Serializer):
 
     def __init__(self, name: str, mode: str = "bytes") -> None:
         if mode not in _MEDIA_MODES:
-            raise ValueError(f"decode mode for {name!r} leaves must be one of {_MEDIA_MODES}, got {mode!r}")
+            raise LitStreamingValueError(
+                f"decode mode for {name!r} leaves must be one of {_MEDIA_MODES}, got {mode!r}"
+            )
         self.name = name
         self.mode = mode
 
@@ -1048,12 +1076,14 @@ def _wrapper_bytes(obj: Any) -> tuple[bytes, str]:
     if path:
         with open(path, "rb") as f:
             return f.read(), _extension(path)
-    raise TypeError(f"{type(obj).__name__} leaf needs path= or bytes=")
+    raise LitStreamingTypeError(f"{type(obj).__name__} leaf needs path= or bytes=")
 
 
 def _image_payload(obj: Any) -> tuple[bytes, str]:
     if getattr(obj, "max_quality", None) is not None:
-        raise ValueError("Image(max_quality=...) is not supported by this writer; pass quality= instead")
+        raise LitStreamingValueError(
+            "Image(max_quality=...) is not supported by this writer; pass quality= instead"
+        )
     fmt, quality, mode = (
         getattr(obj, "format", None),
         getattr(obj, "quality", None),
@@ -1091,7 +1121,7 @@ def _pil_from_array(array: Any) -> Any:
     while np.dtype(f"{native.kind}{size}") not in _PIL_ARRAY_DTYPES:
         size //= 2
         if size < 1 or native.kind not in "biuf":
-            raise TypeError(f"an image cannot be made of a {pixels.dtype} array")
+            raise LitStreamingTypeError(f"an image cannot be made of a {pixels.dtype} array")
     return PILImage.fromarray(pixels.astype(f"{native.kind}{size}"))
 
 
@@ -1126,15 +1156,15 @@ class GraphSerializer(Serializer):
         return False
 
     def serialize(self, obj: Any) -> tuple[bytes, str]:
-        raise TypeError("graph leaves are read, not written: store the graph's tensors as a dict")
+        raise LitStreamingTypeError("graph leaves are read, not written: store the graph's tensors as a dict")
 
     def deserialize(self, data: Buffer, fmt: str) -> Any:
         view = memoryview(data)
         if bytes(view[:4]) != _GRAPH_MAGIC or len(view) < 6:
-            raise ValueError("graph payload does not start with the LDGR pack header")
+            raise LitStreamingValueError("graph payload does not start with the LDGR pack header")
         version, pos = view[4], 5
         if version not in (1, 2, 3):
-            raise ValueError(f"graph pack version {version} is not one of 1, 2, 3")
+            raise LitStreamingValueError(f"graph pack version {version} is not one of 1, 2, 3")
         wide = version >= 3
         n_fields, pos = self._uint(view, pos, wide)
         values: dict[str, Any] = {}
@@ -1157,7 +1187,7 @@ class GraphSerializer(Serializer):
     @staticmethod
     def _slice(view: memoryview, pos: int, size: int) -> memoryview:
         if pos + size > len(view):
-            raise ValueError(f"graph payload of {len(view)} bytes is truncated at byte {pos}")
+            raise LitStreamingValueError(f"graph payload of {len(view)} bytes is truncated at byte {pos}")
         return view[pos : pos + size]
 
     def _uint(self, view: memoryview, pos: int, wide: bool) -> tuple[int, int]:
@@ -1237,7 +1267,7 @@ def restricted_unpickle(data: Buffer) -> Any:
     except PickleNotAllowedError:
         raise
     except (pickle.UnpicklingError, EOFError, TypeError, AttributeError, IndexError) as err:
-        raise ValueError(f"pickle payload of {len(data)} bytes is corrupt: {err}") from err
+        raise LitStreamingValueError(f"pickle payload of {len(data)} bytes is corrupt: {err}") from err
 
 
 class PickleSerializer(Serializer):
@@ -1304,7 +1334,7 @@ def serializer_for(obj: Any) -> Serializer:
         if serializer.can_serialize(obj):
             return serializer
     if type(obj).__module__ == "litdata.types":
-        raise TypeError(
+        raise LitStreamingTypeError(
             f"litdata.{type(obj).__name__} leaves are not written by this library (they would be pickled); "
             "use Image/Video/Audio/File/Text/Tiff, a PIL image or a tensor instead"
         )

@@ -11,6 +11,7 @@ from typing import Any
 
 # Importing a format registers it. Their detections exclude each other (LitData's 'chunks' index, its
 # ParquetLoader variant, MDS's 'shards' index, WebDataset tars without any index), so order does not matter.
+from lit_streaming.errors import LitStreamingValueError
 from lit_streaming.formats import litdata, mds, parquet, wds
 from lit_streaming.formats.base import (
     FileAccess,
@@ -65,7 +66,7 @@ def open_dataset(
     else:
         spec = format_named(format)
     if item_loader is not None and spec.name != litdata.NAME and not _is_description(item_loader, spec.name):
-        raise ValueError(
+        raise LitStreamingValueError(
             f"{source.url} is a {spec.name} dataset: item_loader={type(item_loader).__name__} reads LitData "
             "chunks only; leave item_loader unset"
         )

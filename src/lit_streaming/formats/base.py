@@ -22,7 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from lit_streaming.errors import LitStreamingError
+from lit_streaming.errors import LitStreamingError, LitStreamingTypeError
 from lit_streaming.format.chunk import CorruptChunkError
 from lit_streaming.format.index import InvalidIndexError
 
@@ -304,4 +304,6 @@ def as_shard_table(obj: Any) -> ShardTable:
     for kind, adapt in _TABLE_ADAPTERS:
         if isinstance(obj, kind):
             return adapt(obj)
-    raise TypeError(f"{type(obj).__name__} is not a ShardTable nor an index type a format registered")
+    raise LitStreamingTypeError(
+        f"{type(obj).__name__} is not a ShardTable nor an index type a format registered"
+    )

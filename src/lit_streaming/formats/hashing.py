@@ -12,6 +12,8 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
+from lit_streaming.errors import LitStreamingValueError
+
 _BLOCK = 4 << 20
 # hashlib's names, as MosaicML Streaming collects them (shake_* need a length, so no index lists them)
 _HASHLIB = {a for a in hashlib.algorithms_available if hasattr(hashlib, a) and not a.startswith("shake_")}
@@ -70,7 +72,7 @@ def _hasher(algo: str) -> Any:
             raise ImportError(f"Checking a {algo} digest needs the 'xxhash' package (pip install xxhash)")
         factory: Callable[[], Any] = getattr(xxhash, algo)
         return factory()
-    raise ValueError(f"Unknown digest algorithm {algo!r}")
+    raise LitStreamingValueError(f"Unknown digest algorithm {algo!r}")
 
 
 def file_digest(path: str, algo: str) -> str:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from lit_streaming.errors import LitStreamingValueError
+
 #: numpy's hypergeometric sampler needs ngood and nbad below this; above it a clipped binomial stands in
 #: (same totals, a variance off by the finite-population factor, which is ~1 at those sizes).
 _HYPERGEOMETRIC_LIMIT = 10**9
@@ -60,7 +62,9 @@ def spread(rng: np.random.Generator, totals: np.ndarray, block_sizes: np.ndarray
     totals = np.asarray(totals, dtype=np.int64).reshape(1, -1)
     sizes = np.asarray(block_sizes, dtype=np.int64).reshape(-1)
     if int(sizes.sum()) != int(totals.sum()):
-        raise ValueError(f"block sizes sum to {int(sizes.sum())} but the totals to {int(totals.sum())}")
+        raise LitStreamingValueError(
+            f"block sizes sum to {int(sizes.sum())} but the totals to {int(totals.sum())}"
+        )
     if sizes.size == 0:
         return np.zeros((0, totals.shape[1]), dtype=np.int64)
     bounds = np.zeros(sizes.size + 1, dtype=np.int64)

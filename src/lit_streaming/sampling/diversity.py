@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from lit_streaming.errors import LitStreamingValueError
+
 
 def batch_diversity(rank_seq: np.ndarray, chunk_of_ids: np.ndarray, batch_size: int) -> float:
     """Mean number of distinct chunks per full batch of ``rank_seq``.
@@ -13,9 +15,9 @@ def batch_diversity(rank_seq: np.ndarray, chunk_of_ids: np.ndarray, batch_size: 
     """
     chunks = np.asarray(chunk_of_ids)
     if chunks.size != np.asarray(rank_seq).size:
-        raise ValueError("chunk_of_ids must be aligned with rank_seq (one chunk index per entry)")
+        raise LitStreamingValueError("chunk_of_ids must be aligned with rank_seq (one chunk index per entry)")
     if int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        raise LitStreamingValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if chunks.size == 0:
         return 0.0
     full = chunks.size // batch_size

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from lit_streaming.errors import LitStreamingValueError
 from lit_streaming.sampling.counts import spread
 
 #: The first key of every generator names its purpose, so no two purposes ever share a stream (a key such as
@@ -32,7 +33,7 @@ def make_rng(*keys: int) -> np.random.Generator:
     """
     for k in keys:
         if int(k) != k or k < 0:
-            raise ValueError(f"seed, epoch and rank must be non-negative integers, got {keys!r}")
+            raise LitStreamingValueError(f"seed, epoch and rank must be non-negative integers, got {keys!r}")
     return np.random.default_rng([int(k) for k in keys])
 
 
@@ -40,7 +41,7 @@ def chunk_offsets(chunk_sizes: Sequence[int] | np.ndarray) -> np.ndarray:
     """``offsets[k]`` = first global id of chunk k; ``offsets[-1]`` = N (length C + 1, int64)."""
     sizes = np.asarray(chunk_sizes, dtype=np.int64).reshape(-1)
     if sizes.size and sizes.min() < 0:
-        raise ValueError(f"chunk_sizes must be non-negative, got min {int(sizes.min())}")
+        raise LitStreamingValueError(f"chunk_sizes must be non-negative, got min {int(sizes.min())}")
     offsets = np.zeros(sizes.size + 1, dtype=np.int64)
     np.cumsum(sizes, out=offsets[1:])
     return offsets
@@ -54,7 +55,7 @@ def chunk_of(ids: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 def check_subsample(subsample: float) -> float:
     f = float(subsample)
     if not math.isfinite(f) or f <= 0:
-        raise ValueError(f"subsample must be a finite number > 0, got {subsample!r}")
+        raise LitStreamingValueError(f"subsample must be a finite number > 0, got {subsample!r}")
     return f
 
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from lit_streaming.errors import LitStreamingValueError
 from lit_streaming.sampling.counts import spread
 from lit_streaming.sampling.ids import MIX_BLOCK_STREAM, MIX_COUNTS_STREAM, make_rng
 from lit_streaming.sampling.sequence import KeySequence
@@ -28,17 +29,19 @@ def _check_args(
     lengths = np.asarray(child_lengths, dtype=np.int64).reshape(-1)
     w = np.asarray(weights, dtype=np.float64).reshape(-1)
     if lengths.size == 0:
-        raise ValueError("child_lengths must name at least one child")
+        raise LitStreamingValueError("child_lengths must name at least one child")
     if lengths.min() < 0:
-        raise ValueError(f"child_lengths must be non-negative, got {list(lengths)}")
+        raise LitStreamingValueError(f"child_lengths must be non-negative, got {list(lengths)}")
     if w.size != lengths.size:
-        raise ValueError(f"weights must have one entry per child: {w.size} weights, {lengths.size} children")
+        raise LitStreamingValueError(
+            f"weights must have one entry per child: {w.size} weights, {lengths.size} children"
+        )
     if not np.all(np.isfinite(w)) or w.min() < 0:
-        raise ValueError(f"weights must be finite and non-negative, got {list(w)}")
+        raise LitStreamingValueError(f"weights must be finite and non-negative, got {list(w)}")
     if w.sum() <= 0:
-        raise ValueError("weights must not all be zero")
+        raise LitStreamingValueError("weights must not all be zero")
     if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        raise LitStreamingValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     return lengths, w
 
 
@@ -175,6 +178,10 @@ class MixPlan:
     def num_children(self) -> int:
         return self.block_counts.shape[1]
 
+    def materialised_units(self) -> int:
+        """Units whose child is held in memory right now (the blocks in use): at most two blocks."""
+        return sum(units.size for units in self._blocks.values())
+
     def child_totals(self) -> np.ndarray:
         """Positions each child fills in the whole epoch."""
         return self.block_first[-1] * self.unit
@@ -250,7 +257,9 @@ class MixSequence(KeySequence):
         totals = plan.child_totals()
         for c, child in enumerate(self.children):
             if child.length < totals[c]:
-                raise ValueError(f"child {c} has {child.length} samples, the mix takes {int(totals[c])}")
+                raise LitStreamingValueError(
+                    f"child {c} has {child.length} samples, the mix takes {int(totals[c])}"
+                )
 
     def child_ranges(self, lo: int, hi: int) -> list[tuple[int, int]]:
         """Each child's own position range that positions [lo, hi) of the mix read."""

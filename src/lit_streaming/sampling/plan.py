@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
+from lit_streaming.errors import LitStreamingValueError
 from lit_streaming.sampling.ids import chunk_order, make_rng, subsample_counts
 from lit_streaming.sampling.sequence import ChunkGeometry, Concat, Cycle, KeySequence, Slice, WindowedShare
 
@@ -26,7 +27,7 @@ NativePlan = Callable[[int, int], KeySequence]
 
 def check_positive(name: str, value: int) -> int:
     if isinstance(value, bool) or int(value) != value or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        raise LitStreamingValueError(f"{name} must be an integer >= 1, got {value!r}")
     return int(value)
 
 
@@ -40,7 +41,7 @@ def rank_length(n: int, world_size: int, batch_size: int, drop_last: bool) -> in
     world_size = check_positive("world_size", world_size)
     batch_size = check_positive("batch_size", batch_size)
     if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
+        raise LitStreamingValueError(f"n must be >= 0, got {n}")
     if drop_last:
         return (n // world_size) // batch_size * batch_size
     return -(-n // world_size)
@@ -57,7 +58,7 @@ def rank_intervals(
     """
     m = rank_length(n, world_size, batch_size, drop_last)
     if not 0 <= rank < world_size:
-        raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+        raise LitStreamingValueError(f"rank must be in [0, {world_size}), got {rank}")
     if drop_last:
         start = rank * (n // world_size)
         return [(start, start + m)]
@@ -120,19 +121,21 @@ def check_chain(resume_chain: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
     chain = []
     for seg in resume_chain:
         if len(seg) != 2:
-            raise ValueError(f"resume_chain entries must be (world_size, consumed), got {seg!r}")
+            raise LitStreamingValueError(f"resume_chain entries must be (world_size, consumed), got {seg!r}")
         if not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in seg):
-            raise ValueError(f"resume_chain entry {seg!r} must hold integers")
+            raise LitStreamingValueError(f"resume_chain entry {seg!r} must hold integers")
         w, c = int(seg[0]), int(seg[1])
         if w < 1 or c < 0:
-            raise ValueError(f"resume_chain entry {seg!r} needs world_size >= 1 and consumed >= 0")
+            raise LitStreamingValueError(
+                f"resume_chain entry {seg!r} needs world_size >= 1 and consumed >= 0"
+            )
         chain.append((w, c))
     return chain
 
 
 def _check_consumed(consumed: int, m: int, seg: tuple[int, int]) -> None:
     if consumed > m:
-        raise ValueError(f"resume_chain entry {seg!r}: consumed exceeds the rank length {m}")
+        raise LitStreamingValueError(f"resume_chain entry {seg!r}: consumed exceeds the rank length {m}")
 
 
 def resumed_plan(
@@ -198,7 +201,7 @@ def num_batches(m: int, start: int, batch_size: int) -> int:
     """Batches left in a rank sequence of length ``m`` from ``start``: ceil((m - start) / B)."""
     batch_size = check_positive("batch_size", batch_size)
     if not 0 <= start <= m:
-        raise ValueError(f"start must be in [0, {m}], got {start}")
+        raise LitStreamingValueError(f"start must be in [0, {m}], got {start}")
     return -(-(m - start) // batch_size)
 
 
@@ -214,7 +217,7 @@ def worker_batches(
     batch_size = check_positive("batch_size", batch_size)
     w = max(int(num_workers), 1)
     if not 0 <= worker_id < w:
-        raise ValueError(f"worker_id must be in [0, {w}), got {worker_id}")
+        raise LitStreamingValueError(f"worker_id must be in [0, {w}), got {worker_id}")
     for b in range(worker_id, num_batches(m, start, batch_size), w):
         lo = start + b * batch_size
         yield lo, min(lo + batch_size, m)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from lit_streaming.errors import LitStreamingValueError
 from lit_streaming.sampling.ids import WINDOW_STREAM, chunk_ids, make_rng
 
 _EMPTY = np.zeros(0, dtype=np.int64)
@@ -122,6 +123,10 @@ class WindowedShare(KeySequence):
     def num_windows(self) -> int:
         return self.window_start.size - 1
 
+    def materialised_ids(self) -> int:
+        """Ids held in memory right now (the windows in use): bounded by two windows whatever the length."""
+        return sum(ids.size for ids in self._windows.values())
+
     def window(self, w: int) -> np.ndarray:
         """The ids of window ``w`` in their shuffled order (cached: readers move forward)."""
         cached = self._windows.get(w)
@@ -182,7 +187,9 @@ class Slice(KeySequence):
 
     def __init__(self, base: KeySequence, start: int, length: int) -> None:
         if start < 0 or length < 0 or start + length > base.length:
-            raise ValueError(f"slice [{start}, {start + length}) outside a sequence of length {base.length}")
+            raise LitStreamingValueError(
+                f"slice [{start}, {start + length}) outside a sequence of length {base.length}"
+            )
         self.base, self.start, self.length = base, int(start), int(length)
 
     def keys(self, lo: int, hi: int) -> np.ndarray:
@@ -228,7 +235,7 @@ class Cycle(KeySequence):
 
     def __init__(self, base: KeySequence, length: int) -> None:
         if base.length == 0 and length > 0:
-            raise ValueError("cannot cycle an empty sequence")
+            raise LitStreamingValueError("cannot cycle an empty sequence")
         self.base, self.length = base, int(length)
 
     def _pieces(self, lo: int, hi: int):

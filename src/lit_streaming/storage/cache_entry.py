@@ -37,6 +37,7 @@ from contextlib import contextmanager
 import filelock
 
 from lit_streaming.engine.per_process import PerProcess
+from lit_streaming.errors import LitStreamingValueError
 from lit_streaming.format.index import InvalidIndexError
 from lit_streaming.formats.base import ShardTable, as_shard_table
 from lit_streaming.storage.errors import CacheFullError, CacheTimeoutError
@@ -182,7 +183,7 @@ class CacheEntry:
         if self.max_bytes is None:
             return None
         if num_readers < 1:
-            raise ValueError(f"num_readers must be >= 1, got {num_readers}")
+            raise LitStreamingValueError(f"num_readers must be >= 1, got {num_readers}")
         size = chunk_bytes if chunk_bytes is not None else max(self._sizes, default=0)
         if size <= 0:
             return None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lit_streaming.errors import LitStreamingValueError
+
 
 @dataclass(frozen=True)
 class StorageSettings:
@@ -49,7 +51,9 @@ class StorageSettings:
     def __post_init__(self) -> None:
         for name in ("download_threads", "prefetch_chunks", "attempts", "integrity_attempts"):
             if getattr(self, name) < 1:
-                raise ValueError(f"StorageSettings.{name} must be >= 1, got {getattr(self, name)}")
+                raise LitStreamingValueError(
+                    f"StorageSettings.{name} must be >= 1, got {getattr(self, name)}"
+                )
         for name in (
             "backoff_s",
             "max_backoff_s",
@@ -60,11 +64,13 @@ class StorageSettings:
             "throughput_grace_s",
         ):
             if getattr(self, name) < 0:
-                raise ValueError(f"StorageSettings.{name} must be >= 0, got {getattr(self, name)}")
+                raise LitStreamingValueError(
+                    f"StorageSettings.{name} must be >= 0, got {getattr(self, name)}"
+                )
         for name in ("download_timeout_s", "stall_timeout_s"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"StorageSettings.{name} must be > 0, got {getattr(self, name)}")
+                raise LitStreamingValueError(f"StorageSettings.{name} must be > 0, got {getattr(self, name)}")
         if not 0 < self.prefetch_fraction <= 1:
-            raise ValueError(
+            raise LitStreamingValueError(
                 f"StorageSettings.prefetch_fraction must be in (0, 1], got {self.prefetch_fraction}"
             )
