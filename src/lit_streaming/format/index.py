@@ -47,14 +47,19 @@ def check_relative_filename(name: Any, source: str) -> str:
     """
     if not isinstance(name, str) or not name:
         raise InvalidIndexError(f"{source}: chunk filename {name!r} is not a non-empty string")
-    forms = [name]
-    while len(forms) < 8 and unquote(forms[-1]) != forms[-1]:
-        forms.append(unquote(forms[-1]))
-    if any(_escapes(form) for form in forms):
+    if escapes_folder(name):
         raise InvalidIndexError(
             f"{source}: chunk filename {name!r} escapes the dataset folder; refusing to read it"
         )
     return name
+
+
+def escapes_folder(name: str) -> bool:
+    """Whether ``name``, as written or percent-decoded (until stable), is absolute or leaves its folder."""
+    forms = [name]
+    while len(forms) < 8 and unquote(forms[-1]) != forms[-1]:
+        forms.append(unquote(forms[-1]))
+    return any(_escapes(form) for form in forms)
 
 
 def _escapes(name: str) -> bool:

@@ -14,7 +14,6 @@ sources implement.
 
 from __future__ import annotations
 
-import posixpath
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ import numpy as np
 
 from lit_streaming.errors import LitStreamingError, LitStreamingTypeError
 from lit_streaming.format.chunk import CorruptChunkError
-from lit_streaming.format.index import InvalidIndexError
+from lit_streaming.format.index import InvalidIndexError, escapes_folder
 
 
 class FormatError(InvalidIndexError):
@@ -66,15 +65,7 @@ def check_relative_name(name: Any, where: str) -> str:
     read (or, through the cache, write) files outside it."""
     if not isinstance(name, str) or not name:
         raise FormatError(f"{where}: shard file name {name!r} is not a non-empty string")
-    normalized = posixpath.normpath(name.replace("\\", "/"))
-    if (
-        name.startswith(("/", "\\"))
-        or (len(name) > 1 and name[1] == ":")
-        or "://" in name
-        or normalized == ".."
-        or normalized.startswith("../")
-        or "\x00" in name
-    ):
+    if escapes_folder(name):  # as written and percent-decoded, as for LitData chunk names
         raise FormatError(
             f"{where}: shard file name {name!r} escapes the dataset folder; refusing to read it"
         )
