@@ -22,26 +22,21 @@ ROWS = {
 PEERS = ("LitData", "MosaicML", "WebDataset")
 
 
+def _run_bench(module: str, *args: str, timeout: float) -> subprocess.CompletedProcess:
+    """``python -m <module> <args>`` from the repository root; it must exit 0."""
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return proc
+
+
 @pytest.mark.timeout(280)
 def test_bench_small_prints_every_job_and_ours_never_fails(tmp_path):
     results = tmp_path / "results.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.run",
-            "--small",
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--json",
-            str(results),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=270,
+    proc = _run_bench(
+        "bench.run", "--small", "--data-dir", str(tmp_path / "data"), "--json", str(results), timeout=270
     )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     out = proc.stdout
     header = next(line for line in out.splitlines() if line.startswith("| Job |"))
     for title in ("lit-streaming", *PEERS, *(f"ours / {p}" for p in PEERS)):
@@ -94,24 +89,16 @@ def test_a_failing_cell_is_reported_not_raised(tmp_path):
 def test_bench_scale_small_runs_ours_and_litdata(tmp_path):
     """P7's harness on a 300k-block sparse token dataset: every cell reports, none fails (no timing asserts)."""
     rows_file = tmp_path / "scale.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.scale",
-            "--sizes",
-            "300000",
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--out",
-            str(rows_file),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    proc = _run_bench(
+        "bench.scale",
+        "--sizes",
+        "300000",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--out",
+        str(rows_file),
         timeout=230,
     )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     rows = json.loads(rows_file.read_text())
     assert {(r["lib"], r["workers"]) for r in rows} == {
         ("ours", 0),

@@ -152,10 +152,13 @@ class StreamingDataLoader(DataLoader):
             fresh = self.stream.epoch_length(world_size, self.batch_size, ())
             return sampling.num_batches(fresh, 0, self.batch_size)
         full = sampling.num_batches(self._epoch_length(world_size), 0, self.batch_size)
-        if state is None or not state["started"] or state["world_size"] == world_size:
-            return full
-        if state["consumed"] >= state["epoch_length"]:
-            return full
+        if (
+            state is None
+            or not state["started"]
+            or state["world_size"] == world_size
+            or state["consumed"] >= state["epoch_length"]
+        ):
+            return full  # not an elastic resume in the middle of an epoch
         chain = [*state["resume_chain"], [state["world_size"], state["consumed"]]]
         try:
             rest = self.stream.epoch_length(world_size, self.batch_size, chain)
@@ -298,20 +301,20 @@ class StreamingDataLoader(DataLoader):
             self.stream.set_resume_chain(())
             return 0
         if state["world_size"] == world_size:
-            self._set_chain(chain, world_size)
-            if state["consumed"] > self._epoch_length(world_size):
+            length = self._set_chain(chain, world_size)
+            if state["consumed"] > length:
                 raise ResumeError(
-                    f"Cannot resume: `consumed` ({state['consumed']}) exceeds this epoch's "
-                    f"{self._epoch_length(world_size)} samples per rank"
+                    f"Cannot resume: `consumed` ({state['consumed']}) exceeds this epoch's {length} samples per rank"
                 )
             return state["consumed"]
         self._set_chain(chain + ((state["world_size"], state["consumed"]),), world_size)
         return 0
 
-    def _set_chain(self, chain: tuple[tuple[int, ...], ...], world_size: int) -> None:
+    def _set_chain(self, chain: tuple[tuple[int, ...], ...], world_size: int) -> int:
+        """Set the elastic chain and return the epoch length it gives; ResumeError when it does not fit."""
         try:
             self.stream.set_resume_chain(chain)
-            self._epoch_length(world_size)
+            return self._epoch_length(world_size)
         except ValueError as err:
             self.stream.set_resume_chain(())
             raise ResumeError(

@@ -28,6 +28,10 @@ from lit_streaming.item_loaders import ItemLoader
 from lit_streaming.storage import StorageSettings, open_source
 from lit_streaming.stream import Stream
 
+#: Chunks a reader may keep open beyond its shuffle window when no cache budget bounds it, so that pieces
+#: straddling two windows do not reopen chunks.
+_OPEN_SLACK = 4
+
 
 @contextlib.contextmanager
 def _collector_paused() -> Iterator[None]:
@@ -155,7 +159,7 @@ class StreamingDataset(Stream):
         # for the whole dataset. ``subset``/``train_test_split`` set it (see splits.py): O(pieces), not O(samples).
         self._pieces: np.ndarray | None = None
         self._piece_offsets = self._chunk_offsets
-        self._chunks = OpenChunks(self._source, self._format, capacity=shuffle_window + 4)
+        self._chunks = OpenChunks(self._source, self._format, capacity=shuffle_window + _OPEN_SLACK)
         self._recorder: profiling.TraceRecorder | None = None
         self._geometry: sampling.ChunkGeometry | None = None
         self._window: int | None = None  # the shuffle window the cache budget allows (fit_window)
@@ -317,7 +321,7 @@ class StreamingDataset(Stream):
                 stacklevel=2,
             )
         self._window = window
-        self._chunks.capacity = window if budget is not None else self.shuffle_window + 4
+        self._chunks.capacity = window if budget is not None else window + _OPEN_SLACK
         return window
 
     def order_settings(self) -> dict[str, Any]:

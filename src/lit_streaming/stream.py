@@ -37,7 +37,7 @@ class Stream(IterableDataset, ABC):
     def __init__(self) -> None:
         self._control = IterationControl()
         self._resume_chain: tuple[tuple[int, int], ...] = ()
-        self._profile: tuple[str, int] | None = None
+        self._profile: profiling.WorkerProfile | None = None
 
     # ---- what a kind implements ------------------------------------------------------------------------------
     @abstractmethod

@@ -25,15 +25,20 @@ MIX_COUNTS_STREAM = 5
 MIX_BLOCK_STREAM = 6
 
 
+def check_keys(*keys: int) -> None:
+    """Seeds, epochs and ranks are non-negative integers (checked even where nothing is drawn from them)."""
+    for k in keys:
+        if int(k) != k or k < 0:
+            raise LitStreamingValueError(f"seed, epoch and rank must be non-negative integers, got {keys!r}")
+
+
 def make_rng(*keys: int) -> np.random.Generator:
     """A generator seeded from a tuple of non-negative ints via SeedSequence.
 
     Seeding from the whole tuple (not ``seed + epoch``) keeps the streams of different
     (seed, epoch, rank, purpose) tuples independent, and is identical on every platform.
     """
-    for k in keys:
-        if int(k) != k or k < 0:
-            raise LitStreamingValueError(f"seed, epoch and rank must be non-negative integers, got {keys!r}")
+    check_keys(*keys)
     return np.random.default_rng([int(k) for k in keys])
 
 

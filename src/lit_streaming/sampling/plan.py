@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 
 from lit_streaming.errors import LitStreamingValueError
-from lit_streaming.sampling.ids import chunk_order, make_rng, subsample_counts
+from lit_streaming.sampling.ids import check_keys, chunk_order, subsample_counts
 from lit_streaming.sampling.sequence import ChunkGeometry, Concat, Cycle, KeySequence, Slice, WindowedShare
 
 #: Default number of consecutive chunk pieces whose samples are shuffled together on a rank.
@@ -83,7 +83,7 @@ def partition(seq: KeySequence, world_size: int, rank: int, batch_size: int, dro
 
 def dataset_geometry(chunk_sizes: Sequence[int] | np.ndarray, subsample: float, seed: int) -> ChunkGeometry:
     """Items and epoch ids per chunk (the subsample draw is made here, once per dataset)."""
-    make_rng(seed)
+    check_keys(seed)
     return ChunkGeometry(chunk_sizes, subsample_counts(chunk_sizes, subsample, seed), seed)
 
 
@@ -103,7 +103,7 @@ def dataset_plan(
     Chunks come in a per-epoch order (permuted when shuffling) so a reader opens each chunk once per epoch,
     and the window shuffle mixes samples across ``shuffle_window`` chunks.
     """
-    make_rng(geometry.seed, epoch)
+    check_keys(geometry.seed, epoch)
     check_positive("shuffle_window", shuffle_window)
     order = chunk_order(geometry.sizes.size, geometry.seed, epoch, shuffle)
     intervals = rank_intervals(geometry.total, world_size, rank, batch_size, drop_last)
