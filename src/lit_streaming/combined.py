@@ -15,6 +15,7 @@ import numpy as np
 from lit_streaming import sampling
 from lit_streaming.dataset import StreamingDataset
 from lit_streaming.errors import LitStreamingTypeError, LitStreamingValueError
+from lit_streaming.sampling.sequence import Slice
 from lit_streaming.stream import Stream
 
 _BATCHING = ("stratified", "per_stream")
@@ -87,7 +88,12 @@ class CombinedStreamingDataset(Stream):
         return child_lengths, self.weights, self.iterate_over_all, batch_size, per_stream
 
     def native_length(self, world_size: int, batch_size: int) -> int:
-        m = sampling.mix_length(*self._mix_args(world_size, batch_size))
+        return self._whole_batches(
+            sampling.mix_length(*self._mix_args(world_size, batch_size)), world_size, batch_size
+        )
+
+    def _whole_batches(self, m: int, world_size: int, batch_size: int) -> int:
+        """A mix of ``m`` positions cut to whole batches when ranks drop their tail."""
         return m // batch_size * batch_size if self.drop_last_for(world_size) else m
 
     def mix_plan(self, epoch: int, world_size: int, batch_size: int) -> sampling.MixPlan:
@@ -104,11 +110,11 @@ class CombinedStreamingDataset(Stream):
     def rank_plan(self, epoch: int, world_size: int, rank: int, batch_size: int) -> sampling.KeySequence:
         mix = self.mix_plan(epoch, world_size, batch_size)
         children = [d.rank_plan(epoch, world_size, rank, 1) for d in self.datasets]
-        key_offsets = np.cumsum([0] + [sum(x.num_samples for x in d.leaves()) for d in self.datasets])
+        key_offsets = np.cumsum([0] + [int(d.key_offsets()[-1]) for d in self.datasets])
         leaf_offsets = np.cumsum([0] + [len(d.leaves()) for d in self.datasets])
         seq = sampling.MixSequence(mix, children, key_offsets[:-1], leaf_offsets[:-1])
-        m = self.native_length(world_size, batch_size)
-        return seq if m == seq.length else sampling.partition(seq, 1, 0, batch_size, True)
+        m = self._whole_batches(seq.length, world_size, batch_size)
+        return seq if m == seq.length else Slice(seq, 0, m)
 
     def order_settings(self) -> dict[str, Any]:
         return {
