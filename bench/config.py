@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 LIBS = ("ours", "litdata", "mosaic", "wds")
 LIB_TITLES = {"ours": "lit-streaming", "litdata": "LitData", "mosaic": "MosaicML", "wds": "WebDataset"}
-JOBS = ("P1", "P2", "P3", "P4", "P5", "P6")
+JOBS = ("P1", "P2", "P3", "P4", "P5", "P6", "P8")
+# jobs whose table rows come from the P1 cell (its memory and its first batches)
+FROM_P1 = ("P1", "P6", "P8")
 
 IMAGE_WIDTH = 320
 IMAGE_HEIGHT = 256

@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from bench import data, report
-from bench.config import FULL, JOBS, LIBS, SMALL, Sizes
+from bench.config import FROM_P1, FULL, JOBS, LIBS, SMALL, Sizes
 from bench.measure import TreeMemorySampler, machine_busy_seconds
 from bench.report import Cell
 
@@ -55,6 +55,7 @@ class Harness:
         self.rounds: dict[tuple[str, str], list[Cell]] = {}  # (row, lib) -> one cell per round
         self.prepare_failures: dict[tuple[str, str], Cell] = {}
         self.extra: dict[str, Any] = {}
+        self.ceiling_rounds: list[dict] = []
         self._ctx = None
 
     # ---- subprocess per cell ---------------------------------------------------------------------------
@@ -237,8 +238,9 @@ class Harness:
                 cell, memory = self.cell("P1", lib, dict(job="P1", path=path), sample_memory=True)
                 memory_cell = Cell(cell.status, memory or {}, cell.message, cell.log)
                 cell.result["memory"] = memory
-            if "P1" in jobs:
-                self.record("P1", lib, cell)
+            for job in ("P1", "P8"):
+                if job in jobs:
+                    self.record(job, lib, cell)
             if "P6" in jobs:
                 self.record("P6", lib, memory_cell)
 
@@ -291,6 +293,20 @@ class Harness:
             )
             self.record("P5", lib, cell)
 
+    def measure_ceilings(self) -> None:
+        cell, _ = self.cell("ceilings", "machine", dict(job="ceilings", raw=self.raw.root))
+        if cell.ok:
+            self.ceiling_rounds.append(cell.result)
+
+    def ceilings(self) -> dict | None:
+        """Each ceiling's best round (other work only lowers a round's rates)."""
+        if not self.ceiling_rounds:
+            return None
+        keys = ("decode_rate", "decode_wall_rate", "token_copy_bytes_s", "image_copy_bytes_s")
+        best = dict(self.ceiling_rounds[0])
+        best.update({k: max(r[k] for r in self.ceiling_rounds) for k in keys})
+        return best
+
     def record(self, row: str, lib: str, cell: Cell) -> None:
         self.rounds.setdefault((row, lib), []).append(cell)
 
@@ -304,9 +320,10 @@ class Harness:
             self.round = r
             if self.repeat > 1:
                 log(f"round {self.round + 1} of {self.repeat}")
+            self.measure_ceilings()
             if "P3" in jobs:
                 self.p3()
-            if "P1" in jobs or "P6" in jobs:
+            if any(job in jobs for job in FROM_P1):
                 self.p1_p6(jobs)
             if "P2" in jobs:
                 self.p2()
@@ -348,7 +365,7 @@ def _kill_group(pid: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--small", action="store_true", help="tiny sizes (a smoke run, well under a minute)")
-    parser.add_argument("--jobs", default=",".join(JOBS), help="comma-separated subset of P1..P6")
+    parser.add_argument("--jobs", default=",".join(JOBS), help="comma-separated subset of P1..P8")
     parser.add_argument("--libs", default=",".join(LIBS), help="comma-separated subset of " + ",".join(LIBS))
     parser.add_argument("--data-dir", default=os.path.join(REPO, ".bench_data"), help="cache and run logs")
     parser.add_argument("--json", default=None, help="also write the results as JSON to this path")
@@ -356,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         "--repeat",
         type=int,
         default=None,
-        help="rounds of the timed jobs (P1-P4, P6); each cell reports its best round (default: 2, small: 1)",
+        help="rounds of the timed jobs (P1-P4, P6, P8); each cell reports its best round (default: 2, small: 1)",
     )
     args = parser.parse_args(argv)
     jobs = [j.strip().upper() for j in args.jobs.split(",") if j.strip()]
@@ -376,8 +393,9 @@ def main(argv: list[str] | None = None) -> int:
     notes = report.Notes()
     wall_cells = report.choose(harness.rounds, report.WALL_ROWS)
     cpu_cells = report.choose(harness.rounds, report.CPU_ROWS)
-    wall = report.table(wall_cells, libs, jobs, report.WALL_ROWS, notes)
-    cpu = report.table(cpu_cells, libs, jobs, report.CPU_ROWS, notes)
+    ceilings = harness.ceilings()
+    wall = report.table(wall_cells, libs, jobs, report.WALL_ROWS, notes, ceilings)
+    cpu = report.table(cpu_cells, libs, jobs, report.CPU_ROWS, notes, ceilings)
     load, busy = report.load_summary(wall_cells)
     info = report.machine()
     manifest = harness.raw.manifest()
@@ -394,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
             cpu,
             "",
         ]
+    lines += [report.ceiling_line(ceilings)] if ceilings else []
     lines += [f"[{n}] {text}" for n, text in enumerate(notes.items, 1)]
     lines += report.details(wall_cells, libs, harness.repeat)
     lines += ["", load] if load else []
@@ -412,6 +431,8 @@ def main(argv: list[str] | None = None) -> int:
         busy=busy,
         load=load,
         extra=harness.extra,
+        ceilings=ceilings,
+        ceiling_rounds=harness.ceiling_rounds,
         repeat=harness.repeat,
         cells=[
             dict(row=row, lib=lib, status=c.status, message=c.message, log=c.log, result=c.result)

@@ -108,8 +108,64 @@ def diversity(lib, spec: dict, sizes: Sizes) -> dict:
     )
 
 
+def ceilings(spec: dict, sizes: Sizes) -> dict:
+    """The machine's ceilings for the streaming jobs, measured on one thread: decoding the benchmark's own
+    JPEGs with torchvision's op (what every library's loader calls; P1/P4 cannot beat it per CPU-second), and
+    copying a batch's bytes from memory into a buffer that is already touched (P2: a batch of token blocks is
+    at best one gather of its blocks). The files are read into memory first, so no I/O is timed."""
+    import torch
+    import torchvision.io  # noqa: F401 - registers torch.ops.image
+
+    torch.set_num_threads(1)
+    folder = os.path.join(spec["raw"], "images")
+    names = sorted(os.listdir(folder))
+    step = max(1, len(names) // min(len(names), spec.get("decode_images", 4000)))
+    encoded = []
+    for name in names[::step]:
+        with open(os.path.join(folder, name), "rb") as f:
+            encoded.append(torch.frombuffer(bytearray(f.read()), dtype=torch.uint8))
+    decode = torch.ops.image.decode_jpeg
+    for data in encoded[:32]:  # warm the decoder's code and allocator
+        decode(data, 3, False)
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    for data in encoded:
+        decode(data, 3, False)
+    decode_cpu, decode_wall = time.process_time() - cpu0, time.perf_counter() - t0
+
+    # Copies read from a buffer larger than the caches, as a loader reads page-cache pages of its chunks.
+    source = torch.ones(256 << 20, dtype=torch.uint8)
+
+    def gather_rate(rows: int, row_bytes: int, seconds: float = 1.0) -> float:
+        """Bytes per second of gathering ``rows`` random rows of ``row_bytes`` into one reused buffer (one
+        vectorised call per batch)."""
+        table = source[: source.numel() // row_bytes * row_bytes].view(-1, row_bytes)
+        out = torch.zeros((rows, row_bytes), dtype=torch.uint8)
+        picks = torch.randint(0, table.shape[0], (4096, rows))  # 4096 batches: the whole source
+        copies, t = 0, time.perf_counter()
+        while time.perf_counter() - t < seconds:
+            for idx in picks:
+                torch.index_select(table, 0, idx, out=out)
+            copies += len(picks)
+        return copies * rows * row_bytes / (time.perf_counter() - t)
+
+    token_batch = sizes.token_batch_size * sizes.block_size * 4
+    image_batch = sizes.batch_size * 3 * 256 * 320
+    return dict(
+        decode_images=len(encoded),
+        decode_rate=len(encoded) / decode_cpu,  # images per CPU-second of one thread
+        decode_wall_rate=len(encoded) / decode_wall,
+        token_copy_bytes_s=gather_rate(sizes.token_batch_size, sizes.block_size * 4),
+        image_copy_bytes_s=gather_rate(1, image_batch),
+        token_batch_bytes=token_batch,
+        image_batch_bytes=image_batch,
+        cores=os.cpu_count() or 1,
+    )
+
+
 def run(spec: dict) -> dict:
     sizes = Sizes(**spec["sizes"])
+    if spec["job"] == "ceilings":  # the machine's, not a library's
+        return ceilings(spec, sizes)
     lib = library(spec["lib"])
     # The library and torchvision are imported before any clock starts (a training script imports them at
     # the top); DataLoader workers fork from this process and inherit them.
