@@ -8,19 +8,21 @@ from typing import Any
 from lit_streaming.formats.base import ShardEntry, ShardTable
 from lit_streaming.storage.integrity import verify_file
 from lit_streaming.storage.local_files import check_local_file
+from lit_streaming.storage.shared_flags import SharedFlags
 from lit_streaming.storage.source import DatasetSource
 
 
 class LocalSource(DatasetSource):
     """Chunks are mmap'd where they lie. Each is checked against its size and checksum the first time a
-    process opens it (CRC-32 runs at several GB/s, far below the cost of decoding the samples), so flipped
-    bytes on disk give an error naming the chunk instead of a garbage sample."""
+    process tree opens it (CRC-32 runs at several GB/s, far below the cost of decoding the samples), so flipped
+    bytes on disk give an error naming the chunk instead of a garbage sample. The verified flags are shared
+    with forked DataLoader workers, so later epochs' workers do not check the same chunks again."""
 
     def __init__(self, root: str) -> None:
         self.url = root
         self.root = root
         self._table: ShardTable | None = None
-        self._verified: set[int] = set()
+        self._verified = SharedFlags(0)
 
     def location_of(self, name: str) -> str:
         return os.path.join(self.root, name)
@@ -39,7 +41,7 @@ class LocalSource(DatasetSource):
 
     def bind(self, table: ShardTable) -> None:
         if self._table is None or self._table.filenames != table.filenames:
-            self._verified = set()
+            self._verified = SharedFlags(len(table.shards))
         self._table = table
 
     def _shard(self, chunk_index: int) -> ShardEntry:
