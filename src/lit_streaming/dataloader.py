@@ -104,7 +104,21 @@ class StreamingDataLoader(DataLoader):
         self._cprofile: cProfile.Profile | None = cProfile.Profile() if profile_cprofile else None
         kwargs.pop("sampler", None)
         kwargs.pop("batch_sampler", None)
-        if collate_fn is None and num_workers > 0 and not kwargs.get("pin_memory", False):
+        # Batches that are one gather (token blocks, no transform) are read here, in this process: no worker
+        # needs to touch each block, and the order is the one the workers would give (see Stream.inline_batches).
+        self._inline = (
+            collate_fn is None
+            and not profiling_on
+            and not kwargs.get("pin_memory", False)
+            and kwargs.get("worker_init_fn") is None
+            and stream.batch_reader() is not None
+        )
+        if (
+            collate_fn is None
+            and not self._inline
+            and num_workers > 0
+            and not kwargs.get("pin_memory", False)
+        ):
             # Reused shared-memory batch slots (see batching.py). pin_memory copies batches on a torch thread we
             # cannot observe, so slots could not be recycled: it keeps torch's default path.
             collate_fn = PooledCollate(num_workers)
@@ -204,7 +218,7 @@ class StreamingDataLoader(DataLoader):
         cut_short = traced.stop < sampling.num_batches(m, start, self.batch_size) and (
             self._trace_count is None or traced.stop < self.profile_skip_batches + self._trace_count
         )
-        iterator = super().__iter__()
+        iterator = self.stream.inline_batches() if self._inline else super().__iter__()
         if self._cprofile is not None and rank == 0:
             self._cprofile.enable()  # after the workers started, so they do not inherit it
         try:

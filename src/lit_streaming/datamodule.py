@@ -13,7 +13,6 @@ from lit_streaming.dataloader import StreamingDataLoader
 from lit_streaming.dataset import StreamingDataset
 from lit_streaming.errors import LitStreamingTypeError, LitStreamingValueError
 from lit_streaming.item_loaders import TokensLoader
-from lit_streaming.sampling import DEFAULT_SHUFFLE_WINDOW
 from lit_streaming.storage import StorageSettings
 from lit_streaming.stream import Stream
 
@@ -36,7 +35,7 @@ class DatasetOptions:
     seed: int = 42
     drop_last: bool | None = None
     block_size: int | None = None
-    shuffle_window: int = DEFAULT_SHUFFLE_WINDOW
+    shuffle_window: int | None = None
     subsample: float = 1.0
     allow_pickle: bool = False
     cache_dir: str | None = None

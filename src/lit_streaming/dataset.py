@@ -31,6 +31,11 @@ from lit_streaming.stream import Stream
 #: Chunks a reader may keep open beyond its shuffle window when no cache budget bounds it, so that pieces
 #: straddling two windows do not reopen chunks.
 _OPEN_SLACK = 4
+# The default window of local folders (see ``shuffle_window``): for batch size B and window W a batch mixes about
+# W * (1 - (1 - 1/W) ** B) chunks; W = 320 gives 58.0 for B = 64, 91% of the 63.8 a full shuffle of 10,000 chunks
+# gives (the share only grows for fewer chunks). Each open chunk holds a file descriptor (CPython's mmap keeps
+# one), so a reader holds up to 324 of them.
+LOCAL_SHUFFLE_WINDOW = 320
 
 
 @contextlib.contextmanager
@@ -70,6 +75,10 @@ class StreamingDataset(Stream):
             slices and iteration; without it, a subclass's ``transform(self, sample)`` method is used.
         allow_pickle: read ``pickle`` leaves. Unpickling runs code, so it is off unless you trust the data.
         shuffle_window: how many chunks are mixed together when shuffling (more mixing, more open chunks).
+            ``None``: 320 for a local folder, where an open chunk costs no cache space (for batches of 64 that
+            is >= 90% of the distinct chunks per batch a full shuffle gives, at any size), and 16 for remote
+            data, whose window's chunks are downloaded before its first batch; both shrink to what
+            ``max_cache_size`` holds.
         format: the on-disk format, detected from what is at ``input_dir`` when None: ``"litdata"``, ``"mds"``
             (MosaicML Streaming), ``"wds"`` (WebDataset tars), ``"parquet"`` (LitData's Parquet index).
         storage_settings: retries, backoff, timeouts, prefetch depth and download concurrency of remote reads
@@ -95,7 +104,7 @@ class StreamingDataset(Stream):
         storage_options: dict[str, Any] | None = None,
         transform: Callable[[Any], Any] | Sequence[Callable[[Any], Any]] | None = None,
         allow_pickle: bool = False,
-        shuffle_window: int = sampling.DEFAULT_SHUFFLE_WINDOW,
+        shuffle_window: int | None = None,
         format: str | None = None,
         storage_settings: StorageSettings | None = None,
         *,
@@ -110,9 +119,11 @@ class StreamingDataset(Stream):
         item_shuffle_window: int | str | None = None,
         window_direct_io: bool = False,
     ) -> None:
-        if not isinstance(shuffle_window, int) or shuffle_window < 1:
+        if shuffle_window is not None and (
+            isinstance(shuffle_window, bool) or not isinstance(shuffle_window, int) or shuffle_window < 1
+        ):
             raise LitStreamingValueError(
-                f"`shuffle_window` must be a positive int (chunks), got {shuffle_window!r}"
+                f"`shuffle_window` must be a positive int (chunks) or None, got {shuffle_window!r}"
             )
         compat.check_unsupported(serializers, encryption, window_direct_io)
         compat.check_tuning(num_canonical_nodes, batch_decode, item_shuffle_window, force_override_state_dict)
@@ -136,7 +147,6 @@ class StreamingDataset(Stream):
             # An instance attribute only when given: otherwise a subclass's ``transform`` method is what runs.
             self.transform = compat.transform_list(transform)
         self.allow_pickle = allow_pickle
-        self.shuffle_window = shuffle_window
 
         self._source = open_source(
             self.input_dir,
@@ -147,6 +157,11 @@ class StreamingDataset(Stream):
         )
         if index_path is not None:
             self._source = compat.IndexOverride(self._source, index_path, self.storage_options)
+        if shuffle_window is None:
+            shuffle_window = (
+                LOCAL_SHUFFLE_WINDOW if self._source.reads_in_place else sampling.DEFAULT_SHUFFLE_WINDOW
+            )
+        self.shuffle_window = shuffle_window
         with _collector_paused():
             self._format = open_dataset(self._source, format, item_loader, allow_pickle)
         self._index = self._format.index
@@ -219,6 +234,33 @@ class StreamingDataset(Stream):
         recorder.span("decode", "decode", t1, t2, sample=index)
         recorder.span("sample", "worker", t0, t2, sample=index)
         return sample
+
+    def read_batch(self, indices: np.ndarray) -> Any:
+        """Samples ``indices`` read as one batch by the item loader (``ItemLoader.load_batch``), without
+        transforms: what ``batch_reader`` serves."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if len(indices) and not (int(indices.min()) >= 0 and int(indices.max()) < self.num_samples):
+            raise IndexError(
+                f"Indices {indices.tolist()} out of range for dataset {self.input_dir} of {self.num_samples} samples"
+            )
+        p = np.searchsorted(self._piece_offsets, indices, side="right") - 1
+        if self._pieces is None:
+            chunks, items = p, indices - self._piece_offsets[p]
+        else:
+            chunks, items = self._pieces[p, 0], self._pieces[p, 1] + indices - self._piece_offsets[p]
+        views = [self._chunks.get(k) for k in chunks.tolist()]
+        return self.item_loader.load_batch(views, items.tolist())
+
+    def batch_reader(self) -> Callable[[np.ndarray], Any] | None:
+        # Only where a batch is exactly the default collate of the samples: no transform, no profiling spans,
+        # and neither ``__getitem__`` nor ``read_sample`` replaced by a subclass.
+        plain = (
+            self.transform is None
+            and self._recorder is None
+            and type(self).__getitem__ is StreamingDataset.__getitem__
+            and type(self).read_sample is StreamingDataset.read_sample
+        )
+        return self.read_batch if plain and self.item_loader.reads_batches else None
 
     def set_recorder(self, recorder: profiling.TraceRecorder | None) -> None:
         """Record fetch/decode spans into ``recorder`` (``None`` stops recording)."""

@@ -14,6 +14,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from lit_streaming.errors import LitStreamingValueError
 from lit_streaming.format import pytree
 from lit_streaming.format.chunk import ChunkView, CorruptChunkError
@@ -81,6 +83,10 @@ class ItemLoader(ABC):
 
     @abstractmethod
     def load(self, view: ChunkView, local_index: int) -> Any: ...
+
+    #: True where ``load_batch(views, local_indices)`` returns the samples as one batch, equal to
+    #: ``default_collate`` of them and faster than loading them one by one
+    reads_batches = False
 
     def settings(self) -> dict[str, Any]:
         """Everything about the loader that changes which samples exist (recorded in resume states)."""
@@ -268,6 +274,18 @@ class TokensLoader(ItemLoader):
                 f"{view.name}: token block {local_index} lies past the chunk's {len(flat)} tokens"
             )
         return flat[start : start + self.block_size]
+
+    reads_batches = True
+
+    def load_batch(self, views: list[ChunkView], local_indices: list[int]) -> Any:
+        # One stack of the blocks' views, what default_collate makes of the samples (numpy blocks become one
+        # tensor), with no per-block Python beyond the slicing.
+        import torch
+
+        blocks = [self.load(view, j) for view, j in zip(views, local_indices, strict=True)]
+        if isinstance(blocks[0], np.ndarray):
+            return torch.from_numpy(np.stack(blocks))
+        return torch.stack(blocks)
 
     def settings(self) -> dict[str, Any]:
         return {"item_loader": "TokensLoader", "block_size": self.block_size}

@@ -12,7 +12,7 @@ import copy
 import os
 from abc import ABC, abstractmethod
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -155,11 +155,32 @@ class Stream(IterableDataset, ABC):
         readers = max(1, local_ranks) * max(1, num_workers)
         return [leaf.fit_window(readers) for leaf in self.leaves()]
 
-    def __iter__(self) -> Iterator[Any]:
-        ctx = self._control.current()
+    def _start(self, ctx: IterationContext) -> KeySequence:
+        """The rank's plan for the configured iteration, with every leaf's window fitted and its chunks hinted."""
         self.fit_cache(ctx.world_size, ctx.num_workers)
         plan = self.plan(ctx.epoch, ctx.world_size, ctx.rank, ctx.batch_size)
         self.prefetch(plan, min(ctx.start, plan.length), plan.length)
+        return plan
+
+    def batch_reader(self) -> Callable[[np.ndarray], Any] | None:
+        """A function reading a whole batch of keys as one collated batch, for kinds whose samples need no
+        per-sample Python (token blocks are one gather); None where batches are made sample by sample."""
+        return None
+
+    def inline_batches(self) -> Iterator[Any]:
+        """The configured iteration's batches, each read by ``batch_reader()`` in this process: positions
+        ``start..`` of the plan in order, which is the order the loader hands out for any number of workers."""
+        read = self.batch_reader()
+        if read is None:
+            raise RuntimeError(f"{type(self).__name__} has no batch reader")
+        ctx = self._control.current()
+        plan = self._start(ctx)
+        for lo, hi in sampling.worker_batches(plan.length, ctx.start, ctx.batch_size, 1, 0):
+            yield read(plan.keys(lo, hi))
+
+    def __iter__(self) -> Iterator[Any]:
+        ctx = self._control.current()
+        plan = self._start(ctx)
         batches = sampling.worker_batches(
             plan.length, ctx.start, ctx.batch_size, ctx.num_workers, ctx.worker_id
         )

@@ -43,6 +43,9 @@ def checksum(data: bytes | memoryview) -> str:
     return f"crc32:{zlib.crc32(data) & 0xFFFFFFFF:08x}"
 
 
+_FAULT_AROUND = max(mmap.PAGESIZE, 1 << 16)  # Linux maps up to 64 KiB of cached pages around a read fault
+
+
 class ChunkView:
     """Zero-copy item access over a chunk's bytes (an mmap or a bytes object)."""
 
@@ -73,14 +76,16 @@ class ChunkView:
         self.mapping: mmap.mmap | None = None  # set when ``buffer`` views a file mapping
 
     def drop_item_pages(self, j: int) -> None:
-        """Let the kernel drop the mapped pages that only item ``j`` occupies, once it has been decoded into
-        fresh memory. Each sample is read once per epoch, so those pages would otherwise stay in the process's
-        resident memory until the chunk closes. Pages shared with a neighbouring item are kept; a dropped page
-        is re-read from the page cache if ever touched again (the mapping is private and never written)."""
+        """Let the kernel drop the mapped pages around item ``j`` once it has been decoded into fresh memory.
+        Each sample is read once per epoch, so those pages would otherwise stay in the process's resident memory
+        until the chunk closes. The range is widened to the kernel's fault-around blocks (64 KiB): touching one
+        page maps the cached pages of its whole block, neighbours' included, and those would stay mapped too.
+        A dropped page is mapped again from the page cache (a minor fault) if a later item touches it; the
+        mapping is private and never written, so nothing is lost."""
         if self.mapping is None:
             return
-        start = -(-int(self.offsets[j]) // mmap.PAGESIZE) * mmap.PAGESIZE
-        end = int(self.offsets[j + 1]) // mmap.PAGESIZE * mmap.PAGESIZE
+        start = int(self.offsets[j]) // _FAULT_AROUND * _FAULT_AROUND
+        end = min(-(-int(self.offsets[j + 1]) // _FAULT_AROUND) * _FAULT_AROUND, len(self.mapping))
         if end > start:
             self.mapping.madvise(mmap.MADV_DONTNEED, start, end - start)
 

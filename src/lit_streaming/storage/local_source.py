@@ -18,6 +18,8 @@ class LocalSource(DatasetSource):
     bytes on disk give an error naming the chunk instead of a garbage sample. The verified flags are shared
     with forked DataLoader workers, so later epochs' workers do not check the same chunks again."""
 
+    reads_in_place = True
+
     def __init__(self, root: str) -> None:
         self.url = root
         self.root = root

@@ -12,6 +12,8 @@ class DatasetSource(ABC):
     """Resolves a dataset location to its files and to local, mmap-able copies of its shards (any format)."""
 
     url: str
+    # True where shards are read where they lie (a local folder): opening one costs no cache space
+    reads_in_place: bool = False
 
     def location_of(self, name: str) -> str:
         """How errors name the dataset's file ``name`` (a path or a URL)."""
