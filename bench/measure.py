@@ -91,15 +91,21 @@ def _stat_fields(pid: int) -> list[str]:
 
 
 def tree_cpu_seconds(pid: int) -> float:
-    """User + system CPU of ``pid`` and its live descendants, plus what their reaped children used."""
+    """User + system CPU of ``pid`` and its live descendants, plus what their reaped children used.
+
+    For this process itself (and its reaped children) getrusage gives microseconds; /proc counts clock ticks
+    (10 ms), too coarse for a loader that streams an epoch in a few ticks of its own process."""
+    me = pid == os.getpid()
     total = 0
     for p in tree(pid):
+        if me and p == pid:
+            continue
         try:
             fields = _stat_fields(p)
         except OSError:
             continue
         total += sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
-    return total / _TICK
+    return total / _TICK + (own_cpu_seconds() if me else 0.0)
 
 
 def machine_busy_seconds() -> float:

@@ -324,8 +324,11 @@ def details(cells: dict, libs: list[str], repeat: int = 1) -> list[str]:
             c = cells.get((key, lib))
             if _ok(c):
                 r = c.result
+                imports = (
+                    f" (imports before the clock {r['import_seconds']:.2f}s)" if "import_seconds" in r else ""
+                )
                 parts.append(
-                    f"{key}: {r['items']:,} in {r['seconds']:.2f}s, {r['bytes'] / 1e6:,.0f} MB, {r['note']}"
+                    f"{key}: {r['items']:,} in {r['seconds']:.2f}s{imports}, {r['bytes'] / 1e6:,.0f} MB, {r['note']}"
                 )
         if parts:
             out.append(f"- {LIB_TITLES[lib]}: " + "; ".join(parts))

@@ -95,7 +95,7 @@ class ChunkWriter:
             self._spec = spec
             self._spec_json = pytree.dumps(spec)
             return
-        if spec != self._spec:
+        if spec is not self._spec and spec != self._spec:
             raise SampleStructureError(
                 f"{where}: sample structure differs from the first sample: {pytree.describe_mismatch(self._spec, spec)}"
             )

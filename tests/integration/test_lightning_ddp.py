@@ -11,6 +11,8 @@ Each process appends what it trained on to ``rank{r}.jsonl`` (see ``support.ligh
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import warnings
@@ -125,14 +127,18 @@ def _script(mode: str, data: dict, root: Path, *extra: str) -> None:
     for name in ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "RANK"):
         env.pop(name, None)
     cmd = [sys.executable, __file__, mode, data["train"], data["val"], str(root), *extra]
+    # Its own session, so that a timeout kills rank 1 (Lightning's child) with it instead of leaving it behind.
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    except subprocess.TimeoutExpired as err:
-        out = (err.stdout or b"").decode(errors="replace")[-3000:] + _other_ranks_first(
-            (err.stderr or b"").decode(errors="replace")
-        )
+        stdout, stderr = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        out = stdout[-3000:] + _other_ranks_first(stderr)
         raise AssertionError(f"{mode} run timed out; its output:\n{out}") from None
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-5000:]
 
 
 @pytest.fixture(scope="module")

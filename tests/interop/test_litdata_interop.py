@@ -498,7 +498,7 @@ def test_ours_index_has_extra_keys_and_sorted_json(ours, name):
     assert index["config"]["format_version"] == 1
     assert index["chunks"], "no chunks"
     for chunk in index["chunks"]:
-        assert chunk["checksum"].startswith("crc32:")
+        assert chunk["checksum"].startswith("xxh3_64:")
         assert chunk["file_bytes"] == os.path.getsize(Path(ours[name], chunk["filename"]))
 
 

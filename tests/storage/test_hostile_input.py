@@ -66,10 +66,20 @@ def test_truncated_chunk(where, dataset):
         read_all_quickly(where(dataset))
 
 
+def test_crc32_digests_of_older_datasets_are_still_checked(where, dataset):
+    name = chunk_names(dataset)[2]
+    set_checksum(dataset, name)  # as written before XXH3-64: "crc32:<hex>"
+    flip_byte(dataset / name)
+    with pytest.raises(ChunkIntegrityError, match=rf"{name}.*checksum is crc32:\w+, index.json says crc32:"):
+        read_all_quickly(where(dataset))
+
+
 def test_flipped_bytes_fail_the_checksum(where, dataset):
     name = chunk_names(dataset)[2]
     flip_byte(dataset / name)
-    with pytest.raises(ChunkIntegrityError, match=rf"{name}.*checksum is crc32:\w+, index.json says crc32:"):
+    with pytest.raises(
+        ChunkIntegrityError, match=rf"{name}.*checksum is xxh3_64:\w+, index.json says xxh3_64:"
+    ):
         read_all_quickly(where(dataset))
 
 

@@ -35,9 +35,28 @@ def _wrap_field(value: Any) -> Any:
     return value
 
 
+_FLAT_SPECS: dict[tuple[Any, ...], TreeSpec] = {}  # specs of flat dict samples, by their keys
+
+
 def flatten(sample: Any) -> tuple[list[Any], TreeSpec]:
-    """Leaves and structure of a sample as the writer stores it (JSON lists of dict samples are one leaf)."""
+    """Leaves and structure of a sample as the writer stores it (JSON lists of dict samples are one leaf).
+
+    A dict of plain leaves (the common ``{"image": ..., "label": ...}``) skips torch's generic walk: its spec
+    depends only on its keys and is made once (the walk was a tenth of writing a JPEG sample)."""
+    if type(sample) is dict and not any(_is_node(value) for value in sample.values()):
+        keys = tuple(sample)
+        spec = _FLAT_SPECS.get(keys)
+        if spec is None:
+            spec = _pytree.tree_flatten(sample)[1]
+            if len(_FLAT_SPECS) < 64:
+                _FLAT_SPECS[keys] = spec
+        return list(sample.values()), spec
     return _pytree.tree_flatten(wrap_json_lists(sample))
+
+
+def _is_node(value: Any) -> bool:
+    """Whether torch's pytree would walk into ``value`` (or the writer would wrap it as a JSON list)."""
+    return type(value) in _pytree.SUPPORTED_NODES or isinstance(value, (tuple, list, dict))
 
 
 def leaves(sample: Any) -> list[Any]:

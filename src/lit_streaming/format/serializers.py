@@ -321,6 +321,14 @@ class JpegSerializer(Serializer):
             raise LitStreamingValueError(
                 "The JPEG image has no filename attribute; open it inside __getitem__."
             )
+        fp = getattr(obj, "fp", None)
+        if filename and fp is not None and not fp.closed and getattr(fp, "name", None) == filename:
+            # PIL still holds the file open (it decodes lazily): read it there instead of opening it again
+            position = fp.tell()
+            fp.seek(0)
+            data = fp.read()
+            fp.seek(position)
+            return data, self.name
         if filename and os.path.isfile(filename):
             with open(filename, "rb") as f:
                 return f.read(), self.name

@@ -1,6 +1,6 @@
 """File digests by algorithm name, for the checksums a format's index lists.
 
-``crc32`` is what lit-streaming writes; MosaicML MDS lists any of hashlib's algorithms and xxhash's
+``xxh3_64`` is what lit-streaming writes (``crc32`` before); MosaicML MDS lists any of hashlib's algorithms and xxhash's
 (``xxh32``, ``xxh64``, ``xxh128``, ``xxh3_64``, ``xxh3_128``). xxhash is optional: without it those
 digests cannot be checked, and ``available`` says so, so a format can fall back to another listed hash.
 """
@@ -20,7 +20,7 @@ from lit_streaming.errors import LitStreamingValueError
 _HASHLIB = {a for a in hashlib.algorithms_available if hasattr(hashlib, a) and not a.startswith("shake_")}
 _XXHASH = ("xxh32", "xxh64", "xxh128", "xxh3_64", "xxh3_128")
 # Preferred order when an index lists several digests: cheap first, all strong enough for transport damage.
-PREFERENCE = ("crc32", "xxh3_64", "xxh64", "xxh3_128", "xxh128", "xxh32", "md5", "sha1", "blake2b")
+PREFERENCE = ("xxh3_64", "crc32", "xxh64", "xxh3_128", "xxh128", "xxh32", "md5", "sha1", "blake2b")
 
 
 def _xxhash() -> Any:

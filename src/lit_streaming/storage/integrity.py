@@ -18,10 +18,6 @@ def stored_size(entry: ShardEntry) -> int | None:
     return entry.stored_bytes
 
 
-def file_crc32(path: str) -> str:
-    return f"crc32:{hashing.file_digest(path, 'crc32')}"
-
-
 def verify_file(path: str, entry: ShardEntry, name: str) -> None:
     """Raise ``ChunkIntegrityError`` naming ``name`` when the file's size or checksum differ from the index.
 

@@ -16,6 +16,7 @@ import numpy as np
 from lit_streaming.format import compression as zstd
 from lit_streaming.format.chunk import ChunkView, CorruptChunkError
 from lit_streaming.format.index import INDEX_FILENAME, DatasetIndex, InvalidIndexError
+from lit_streaming.formats import hashing
 from lit_streaming.formats.base import (
     FileAccess,
     FormatSpec,
@@ -40,8 +41,10 @@ def shard_table(index: DatasetIndex, index_bytes: bytes | None = None) -> ShardT
     shards = []
     for c in index.chunks:
         algo = digest = None
-        if c.checksum and c.checksum.startswith("crc32:"):
-            algo, digest = "crc32", c.checksum[len("crc32:") :]
+        if c.checksum:  # "<algorithm>:<hex digest>" (ours: xxh3_64, or crc32 before)
+            name, _, value = c.checksum.partition(":")
+            if value and hashing.known(name):
+                algo, digest = name, value
         stored = c.file_bytes if c.file_bytes is not None else (None if whole_file else c.chunk_bytes)
         shards.append(
             ShardEntry(
