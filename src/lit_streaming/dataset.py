@@ -36,6 +36,11 @@ _OPEN_SLACK = 4
 # gives (the share only grows for fewer chunks). Each open chunk holds a file descriptor (CPython's mmap keeps
 # one), so a reader holds up to 324 of them.
 LOCAL_SHUFFLE_WINDOW = 320
+# A window's sample ids are drawn when it is entered, so it is also capped at about this many samples: chunks of
+# thousands of samples (token blocks) get fewer chunks per window (7,808 blocks per chunk: 33), which keeps the
+# ids at ~2 MB and a cold start from opening hundreds of chunks; their batches are small, and 33 chunks still
+# give 90% of a full shuffle's distinct chunks for a batch of 8.
+_LOCAL_WINDOW_IDS = 1 << 18
 
 
 @contextlib.contextmanager
@@ -75,10 +80,11 @@ class StreamingDataset(Stream):
             slices and iteration; without it, a subclass's ``transform(self, sample)`` method is used.
         allow_pickle: read ``pickle`` leaves. Unpickling runs code, so it is off unless you trust the data.
         shuffle_window: how many chunks are mixed together when shuffling (more mixing, more open chunks).
-            ``None``: 320 for a local folder, where an open chunk costs no cache space (for batches of 64 that
-            is >= 90% of the distinct chunks per batch a full shuffle gives, at any size), and 16 for remote
-            data, whose window's chunks are downloaded before its first batch; both shrink to what
-            ``max_cache_size`` holds.
+            ``None``: for a local folder, where an open chunk costs no cache space, 320 chunks (for batches
+            of 64 that is >= 90% of the distinct chunks per batch a full shuffle gives, at any size) or as
+            many as hold ~262,000 samples when chunks are larger (at least 16); 16 for remote data, whose
+            window's chunks are downloaded before its first batch. Windows shrink to what ``max_cache_size``
+            holds.
         format: the on-disk format, detected from what is at ``input_dir`` when None: ``"litdata"``, ``"mds"``
             (MosaicML Streaming), ``"wds"`` (WebDataset tars), ``"parquet"`` (LitData's Parquet index).
         storage_settings: retries, backoff, timeouts, prefetch depth and download concurrency of remote reads
@@ -157,11 +163,6 @@ class StreamingDataset(Stream):
         )
         if index_path is not None:
             self._source = compat.IndexOverride(self._source, index_path, self.storage_options)
-        if shuffle_window is None:
-            shuffle_window = (
-                LOCAL_SHUFFLE_WINDOW if self._source.reads_in_place else sampling.DEFAULT_SHUFFLE_WINDOW
-            )
-        self.shuffle_window = shuffle_window
         with _collector_paused():
             self._format = open_dataset(self._source, format, item_loader, allow_pickle)
         self._index = self._format.index
@@ -174,7 +175,8 @@ class StreamingDataset(Stream):
         # for the whole dataset. ``subset``/``train_test_split`` set it (see splits.py): O(pieces), not O(samples).
         self._pieces: np.ndarray | None = None
         self._piece_offsets = self._chunk_offsets
-        self._chunks = OpenChunks(self._source, self._format, capacity=shuffle_window + _OPEN_SLACK)
+        self.shuffle_window = shuffle_window if shuffle_window is not None else self._default_window()
+        self._chunks = OpenChunks(self._source, self._format, capacity=self.shuffle_window + _OPEN_SLACK)
         self._recorder: profiling.TraceRecorder | None = None
         self._geometry: sampling.ChunkGeometry | None = None
         self._window: int | None = None  # the shuffle window the cache budget allows (fit_window)
@@ -234,6 +236,14 @@ class StreamingDataset(Stream):
         recorder.span("decode", "decode", t1, t2, sample=index)
         recorder.span("sample", "worker", t0, t2, sample=index)
         return sample
+
+    def _default_window(self) -> int:
+        """``shuffle_window=None``: see the constructor's docs and ``LOCAL_SHUFFLE_WINDOW``."""
+        if not self._source.reads_in_place:
+            return sampling.DEFAULT_SHUFFLE_WINDOW
+        per_chunk = self.num_samples / max(1, len(self.chunk_lengths))
+        fits = int(_LOCAL_WINDOW_IDS // max(1.0, per_chunk))
+        return max(sampling.DEFAULT_SHUFFLE_WINDOW, min(LOCAL_SHUFFLE_WINDOW, fits))
 
     def read_batch(self, indices: np.ndarray) -> Any:
         """Samples ``indices`` read as one batch by the item loader (``ItemLoader.load_batch``), without
