@@ -106,19 +106,14 @@ class StreamingDataLoader(DataLoader):
         kwargs.pop("batch_sampler", None)
         # Batches that are one gather (token blocks, no transform) are read here, in this process: no worker
         # needs to touch each block, and the order is the one the workers would give (see Stream.inline_batches).
+        default_batches = collate_fn is None and not kwargs.get("pin_memory", False)
         self._inline = (
-            collate_fn is None
+            default_batches
             and not profiling_on
-            and not kwargs.get("pin_memory", False)
             and kwargs.get("worker_init_fn") is None
             and stream.batch_reader() is not None
         )
-        if (
-            collate_fn is None
-            and not self._inline
-            and num_workers > 0
-            and not kwargs.get("pin_memory", False)
-        ):
+        if default_batches and not self._inline and num_workers > 0:
             # Reused shared-memory batch slots (see batching.py). pin_memory copies batches on a torch thread we
             # cannot observe, so slots could not be recycled: it keeps torch's default path.
             collate_fn = PooledCollate(num_workers)

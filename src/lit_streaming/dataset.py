@@ -22,7 +22,7 @@ from lit_streaming import sampling
 from lit_streaming.engine import dataset_compat as compat
 from lit_streaming.engine import profiling
 from lit_streaming.engine.chunks import OpenChunks
-from lit_streaming.errors import LitStreamingTypeError, LitStreamingValueError
+from lit_streaming.errors import LitStreamingTypeError, LitStreamingValueError, is_positive_int
 from lit_streaming.formats import open_dataset
 from lit_streaming.item_loaders import ItemLoader
 from lit_streaming.storage import StorageSettings, open_source
@@ -125,9 +125,7 @@ class StreamingDataset(Stream):
         item_shuffle_window: int | str | None = None,
         window_direct_io: bool = False,
     ) -> None:
-        if shuffle_window is not None and (
-            isinstance(shuffle_window, bool) or not isinstance(shuffle_window, int) or shuffle_window < 1
-        ):
+        if shuffle_window is not None and not is_positive_int(shuffle_window):
             raise LitStreamingValueError(
                 f"`shuffle_window` must be a positive int (chunks) or None, got {shuffle_window!r}"
             )
@@ -219,11 +217,8 @@ class StreamingDataset(Stream):
             raise IndexError(
                 f"Index {index} out of range for dataset {self.input_dir} of {self.num_samples} samples"
             )
-        p = int(np.searchsorted(self._piece_offsets, index, side="right")) - 1
-        if self._pieces is None:
-            k, item = p, index - int(self._piece_offsets[p])
-        else:
-            k, item = int(self._pieces[p, 0]), int(self._pieces[p, 1]) + index - int(self._piece_offsets[p])
+        chunk, local = self._locate(index)
+        k, item = int(chunk), int(local)
         recorder = self._recorder
         if recorder is None:
             return self.item_loader.load(self._chunks.get(k), item)
@@ -245,6 +240,14 @@ class StreamingDataset(Stream):
         fits = int(_LOCAL_WINDOW_IDS // max(1.0, per_chunk))
         return max(sampling.DEFAULT_SHUFFLE_WINDOW, min(LOCAL_SHUFFLE_WINDOW, fits))
 
+    def _locate(self, indices: Any) -> tuple[Any, Any]:
+        """Storage chunk and item within it of dataset index(es) ``indices`` (an int or an int64 array), through
+        the subset's pieces when there are any."""
+        p = np.searchsorted(self._piece_offsets, indices, side="right") - 1
+        if self._pieces is None:
+            return p, indices - self._piece_offsets[p]
+        return self._pieces[p, 0], self._pieces[p, 1] + indices - self._piece_offsets[p]
+
     def read_batch(self, indices: np.ndarray) -> Any:
         """Samples ``indices`` read as one batch by the item loader (``ItemLoader.load_batch``), without
         transforms: what ``batch_reader`` serves."""
@@ -253,11 +256,7 @@ class StreamingDataset(Stream):
             raise IndexError(
                 f"Indices {indices.tolist()} out of range for dataset {self.input_dir} of {self.num_samples} samples"
             )
-        p = np.searchsorted(self._piece_offsets, indices, side="right") - 1
-        if self._pieces is None:
-            chunks, items = p, indices - self._piece_offsets[p]
-        else:
-            chunks, items = self._pieces[p, 0], self._pieces[p, 1] + indices - self._piece_offsets[p]
+        chunks, items = self._locate(indices)
         views = [self._chunks.get(k) for k in chunks.tolist()]
         return self.item_loader.load_batch(views, items.tolist())
 

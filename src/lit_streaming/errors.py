@@ -17,3 +17,8 @@ class LitStreamingValueError(ValueError, LitStreamingError):
 
 class LitStreamingTypeError(TypeError, LitStreamingError):
     """An argument of the wrong type (what the library once raised as a plain ``TypeError``)."""
+
+
+def is_positive_int(value: object) -> bool:
+    """The test behind every "must be an int >= 1" argument check: ``True`` is an int to Python, never a count."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1

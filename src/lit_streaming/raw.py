@@ -27,7 +27,7 @@ from typing import Any, Literal
 import fsspec
 from torch.utils.data import Dataset
 
-from lit_streaming.errors import LitStreamingTypeError, LitStreamingValueError
+from lit_streaming.errors import LitStreamingTypeError, LitStreamingValueError, is_positive_int
 from lit_streaming.storage import StorageSettings
 from lit_streaming.storage.cache_paths import cache_root
 from lit_streaming.storage.retry import call_with_retries
@@ -89,7 +89,7 @@ class FileIndexer(BaseIndexer):
     ``[".jpg", ".png"]``, case-insensitive; all files when empty), sorted by path."""
 
     def __init__(self, max_depth: int = 5, extensions: list[str] | None = None) -> None:
-        if isinstance(max_depth, bool) or not isinstance(max_depth, int) or max_depth < 1:
+        if not is_positive_int(max_depth):
             raise LitStreamingValueError(f"`max_depth` must be an int >= 1, got {max_depth!r}")
         self.max_depth = max_depth
         self.extensions = [ext.lower() for ext in (extensions or [])]
@@ -160,11 +160,7 @@ class StreamingRawDataset(Dataset):
             raise LitStreamingValueError(f"`item_type` must be 'bytes' or 'path', got {item_type!r}")
         if item_type == "path" and not cache_files:
             raise LitStreamingValueError("`item_type='path'` requires `cache_files=True`")
-        if max_concurrent_downloads is not None and (
-            isinstance(max_concurrent_downloads, bool)
-            or not isinstance(max_concurrent_downloads, int)
-            or max_concurrent_downloads < 1
-        ):
+        if max_concurrent_downloads is not None and not is_positive_int(max_concurrent_downloads):
             raise LitStreamingValueError(
                 f"`max_concurrent_downloads` must be None or an int >= 1, got {max_concurrent_downloads!r}"
             )

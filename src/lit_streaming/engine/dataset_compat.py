@@ -14,7 +14,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from lit_streaming.errors import LitStreamingTypeError, LitStreamingValueError
+from lit_streaming.errors import LitStreamingTypeError, LitStreamingValueError, is_positive_int
 from lit_streaming.format.units import parse_size
 from lit_streaming.storage import StorageSettings
 from lit_streaming.storage.cache_paths import cache_root
@@ -58,11 +58,7 @@ def check_tuning(
     num_canonical_nodes: Any, batch_decode: Any, item_shuffle_window: Any, force_override_state_dict: Any
 ) -> None:
     """Validate the LitData tuning arguments we accept without effect, so a typo still fails loudly."""
-    if num_canonical_nodes is not None and (
-        isinstance(num_canonical_nodes, bool)
-        or not isinstance(num_canonical_nodes, int)
-        or num_canonical_nodes < 1
-    ):
+    if num_canonical_nodes is not None and not is_positive_int(num_canonical_nodes):
         raise LitStreamingValueError(
             f"`num_canonical_nodes` must be None or an int >= 1, got {num_canonical_nodes!r}"
         )
@@ -159,7 +155,7 @@ def storage_settings(
         )
     if max_pre_download is None:
         return settings
-    if isinstance(max_pre_download, bool) or not isinstance(max_pre_download, int) or max_pre_download < 1:
+    if not is_positive_int(max_pre_download):
         raise LitStreamingValueError(
             f"`max_pre_download` must be an int >= 1 (chunks), got {max_pre_download!r}"
         )
