@@ -5,6 +5,10 @@ on the machines we measured, as much as decoding the images). Instead each worke
 is handed out again only after the main process has dropped every tensor viewing the batch: the main process
 watches the received storage with ``weakref.finalize`` and clears the slot's token in a shared table, so holding
 batches for as long as you like stays safe (the pool simply grows, up to a cap, then falls back to fresh memory).
+
+Decoders hand out images as CHW views of HWC memory (torchvision's ``decode_jpeg`` does); stacking those into a
+contiguous NCHW batch is a stride-C gather that torch runs scalar, at a third of a JPEG decode's cost. OpenCV's
+``split`` does the same de-interleave with SIMD straight into the slot's channel planes, at memcpy speed.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import os
 import weakref
 from typing import Any
 
+import cv2
 import torch
 from torch.utils.data import get_worker_info
 from torch.utils.data._utils.collate import collate, default_collate_fn_map
@@ -24,6 +29,10 @@ MAX_SLOTS = 64
 _MIN_POOLED_BYTES = 1 << 14  # below this a fresh segment is as cheap as a slot lookup
 _HEADER = 64  # bytes before the data: magic, token, worker, slot (keeps the data 64-byte aligned)
 _MAGIC = 0x4C53_5054_4F4F_4C31  # "LSPTOOL1"
+# element types cv2.split de-interleaves (its CV_8U ... CV_64F depths)
+_SPLIT_DTYPES = frozenset(
+    {torch.uint8, torch.int8, torch.uint16, torch.int16, torch.int32, torch.float32, torch.float64}
+)
 
 
 class _WorkerPool:
@@ -61,7 +70,28 @@ class _WorkerPool:
         header.copy_(torch.tensor([_MAGIC, token, self.worker_id, index]))
         self.table[self.worker_id, index] = token
         out = torch.empty(0, dtype=first.dtype).set_(storage, _HEADER // first.element_size(), shape)
+        return stack_into(out, tensors)
+
+
+def _is_hwc_view(tensor: torch.Tensor) -> bool:
+    """A CHW tensor whose memory is HWC (several channels): what image decoders return."""
+    return (
+        tensor.dim() == 3
+        and tensor.shape[0] > 1
+        and tensor.dtype in _SPLIT_DTYPES
+        and not tensor.is_contiguous()
+        and tensor.permute(1, 2, 0).is_contiguous()
+    )
+
+
+def stack_into(out: torch.Tensor, tensors: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack(tensors, out=out)`` (same-shaped tensors), de-interleaving HWC-memory images with SIMD."""
+    if not _is_hwc_view(tensors[0]) or not all(_is_hwc_view(t) for t in tensors):
         return torch.stack(tensors, out=out)
+    planes = out.numpy()
+    for k, image in enumerate(tensors):
+        cv2.split(image.permute(1, 2, 0).numpy(), list(planes[k]))
+    return out
 
 
 class PooledCollate:
