@@ -130,8 +130,8 @@ class PyTreeLoader(ItemLoader):
                 f"{len(self._formats)}"
             )
         self._pairs = list(zip(self._serializers, self._formats, strict=False))
-        # Array leaves are returned as zero-copy views of the chunk; every other leaf is decoded into fresh
-        # memory, after which the item's mapped pages are no longer needed.
+        # Array leaves are returned as zero-copy views of the chunk; when there are none, every leaf is decoded
+        # into fresh memory and items are read without mapping the chunk (ChunkView.read_item).
         self._views = any(
             fmt.split(":")[0] in _VIEW_FORMATS and fmt != "numpy:scalar" for fmt in self._formats
         )
@@ -140,7 +140,7 @@ class PyTreeLoader(ItemLoader):
         return entry.chunk_size
 
     def load(self, view: ChunkView, local_index: int) -> Any:
-        payload = view.item(local_index)
+        payload = view.item(local_index) if self._views else view.read_item(local_index)
         if not payload and self._pairs:
             return self._arrow_row(view, local_index)
         leaves = split_pytree_item(payload, len(self._pairs), f"{view.name} item {local_index}")
@@ -150,8 +150,6 @@ class PyTreeLoader(ItemLoader):
             ]
         except _DECODE_ERRORS as err:
             raise self._leaf_error(view, local_index, leaves) from err
-        if not self._views:
-            view.drop_item_pages(local_index)
         if self._spec is None:
             return values[0] if len(values) == 1 else values
         return pytree.unflatten(values, self._spec)

@@ -242,20 +242,68 @@ def test_inflate_batch_rejects_damage(damage):
 
 
 # ---- header validation -------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("data", "message"),
-    [
-        (b"", "truncated: 0 bytes"),
-        (u32(3), "truncated: 4 bytes"),
-        (u32(1000, 8) + b"x" * 8, "header of 1000 items exceeds 16 bytes"),
-        (u32(2, 12, 13, 14) + b"ab", "invalid offsets \\(first 12"),  # offsets[0] must be 4*(N+2) = 16
-        (u32(2, 16, 18, 17) + b"abc", "invalid offsets"),  # decreasing
-        (u32(2, 16, 18, 99) + b"abc", "invalid offsets .* last 99, file 19 bytes"),  # beyond the file
-    ],
-)
+BAD_HEADERS = [
+    (b"", "truncated: 0 bytes"),
+    (u32(3), "truncated: 4 bytes"),
+    (u32(1000, 8) + b"x" * 8, "header of 1000 items exceeds 16 bytes"),
+    (u32(2, 12, 13, 14) + b"ab", "invalid offsets \\(first 12"),  # offsets[0] must be 4*(N+2) = 16
+    (u32(2, 16, 18, 17) + b"abc", "invalid offsets"),  # decreasing
+    (u32(2, 16, 18, 99) + b"abc", "invalid offsets .* last 99, file 19 bytes"),  # beyond the file
+]
+
+
+@pytest.mark.parametrize(("data", "message"), BAD_HEADERS)
 def test_chunk_view_rejects_bad_headers(data, message):
     with pytest.raises(CorruptChunkError, match=f"Chunk chunk-7.bin .*{message}|Chunk chunk-7.bin {message}"):
         ChunkView(data, "chunk-7.bin")
+
+
+def test_file_chunk_view_rejects_bad_headers(tmp_path):
+    """The same checks when the header is read from the file (``open_file``), and the file is closed after."""
+    open_fds = len(os.listdir("/proc/self/fd"))
+    for k, (data, message) in enumerate(BAD_HEADERS):
+        if not data:
+            continue
+        path = tmp_path / f"c{k}.bin"
+        path.write_bytes(data)
+        with pytest.raises(
+            CorruptChunkError, match=f"Chunk chunk-7.bin .*{message}|Chunk chunk-7.bin {message}"
+        ):
+            ChunkView.open_file(str(path), "chunk-7.bin", len(data))
+    assert len(os.listdir("/proc/self/fd")) == open_fds
+
+
+def _mapped(path) -> bool:
+    return str(path) in Path("/proc/self/maps").read_text()
+
+
+def test_file_chunk_view_reads_items_without_mapping_the_file(tmp_path):
+    items = [b"alpha", b"", b"x" * 70_000, b"omega"]
+    path = tmp_path / "chunk-0.bin"
+    path.write_bytes(encode_chunk(items))
+    view = ChunkView.open_file(str(path), "chunk-0.bin", path.stat().st_size, expected_items=4)
+    assert [bytes(view.read_item(j)) for j in range(4)] == items
+    assert not _mapped(path), "read_item mapped the chunk"
+    with pytest.raises(IndexError, match="Item 4 out of range for chunk chunk-0.bin"):
+        view.read_item(4)
+    assert bytes(view.item(2)) == items[2]  # a zero-copy view maps it (copy-on-write)
+    assert _mapped(path)
+    assert bytes(view.read_item(3)) == b"omega" and bytes(view.body()) == b"".join(items)
+
+
+def test_file_chunk_view_names_a_chunk_truncated_while_open(tmp_path):
+    path = tmp_path / "chunk-3.bin"
+    path.write_bytes(encode_chunk([b"a" * 100, b"b" * 100]))
+    view = ChunkView.open_file(str(path), "chunk-3.bin", path.stat().st_size)
+    with open(path, "r+b") as f:
+        f.truncate(150)
+    assert view.read_item(0) == b"a" * 100
+    with pytest.raises(
+        CorruptChunkError, match="chunk-3.bin ends at 150 bytes, 216 expected: truncated while open"
+    ):
+        view.read_item(1)
+    with pytest.raises(CorruptChunkError, match="chunk-3.bin has 150 bytes, 216 when opened"):
+        view.item(0)
 
 
 def test_chunk_view_checks_item_count_against_index():

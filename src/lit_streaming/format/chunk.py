@@ -6,8 +6,10 @@ naming the file instead of a crash or a garbage sample.
 
 from __future__ import annotations
 
+import io
 import mmap
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import xxhash
@@ -46,56 +48,108 @@ def checksum(data: bytes | memoryview) -> str:
     return f"xxh3_64:{xxhash.xxh3_64_hexdigest(data)}"
 
 
-_FAULT_AROUND = max(mmap.PAGESIZE, 1 << 16)  # Linux maps up to 64 KiB of cached pages around a read fault
-
-
 class ChunkView:
-    """Zero-copy item access over a chunk's bytes (an mmap or a bytes object)."""
+    """Item access over a chunk's bytes: in memory, or a file that is mapped only when a view is asked for.
 
-    __slots__ = ("__weakref__", "buffer", "mapping", "name", "num_items", "offsets")
+    Loaders that decode every leaf into fresh memory read items with ``read_item`` (one ``pread``): nothing of
+    the file enters the process's mappings, so its resident memory does not grow with what was read and no
+    page is faulted in or dropped per sample. Loaders that return zero-copy views (arrays, token blocks) use
+    ``item`` / ``body`` / ``buffer``, which map the file copy-on-write on first use (a transform may modify a
+    view in place without touching the file).
+    """
+
+    __slots__ = ("__weakref__", "_buffer", "_file", "name", "num_items", "offsets", "size")
 
     def __init__(self, buffer: bytes | memoryview, name: str, expected_items: int | None = None) -> None:
-        self.buffer = memoryview(buffer).cast("B") if not isinstance(buffer, memoryview) else buffer
+        self._buffer: memoryview | None = (
+            memoryview(buffer).cast("B") if not isinstance(buffer, memoryview) else buffer
+        )
+        self._file: io.FileIO | None = None
         self.name = name
-        size = len(self.buffer)
+        self.size = len(self._buffer)
+        self._read_header(lambda offset, nbytes: self._buffer[offset : offset + nbytes], expected_items)
+
+    @classmethod
+    def open_file(cls, path: str, name: str, size: int, expected_items: int | None = None) -> ChunkView:
+        """The chunk file at ``path`` (``size`` bytes, > 0), held open and read on demand."""
+        view = cls.__new__(cls)
+        view._buffer = None
+        view._file = io.FileIO(path, "r")
+        view.name = name
+        view.size = size
+        try:
+            view._read_header(view._pread, expected_items)
+        except BaseException:
+            view._file.close()
+            raise
+        return view
+
+    def _pread(self, offset: int, nbytes: int) -> memoryview:
+        # into a writable buffer: decoders may wrap it in a tensor, which must not alias immutable bytes
+        data = bytearray(nbytes)
+        got = os.preadv(self._file.fileno(), [data], offset) if nbytes else 0
+        if got != nbytes:
+            raise CorruptChunkError(
+                f"Chunk {self.name} ends at {offset + got} bytes, {offset + nbytes} expected: truncated while open"
+            )
+        return memoryview(data)
+
+    def _read_header(
+        self, read: Callable[[int, int], bytes | memoryview], expected_items: int | None
+    ) -> None:
+        size = self.size
         if size < 8:
-            raise CorruptChunkError(f"Chunk {name} is truncated: {size} bytes, too small for a header")
-        n = int(np.frombuffer(self.buffer, dtype=_U32, count=1)[0])
+            raise CorruptChunkError(f"Chunk {self.name} is truncated: {size} bytes, too small for a header")
+        n = int(np.frombuffer(read(0, 4), dtype=_U32, count=1)[0])
         if expected_items is not None and n != expected_items:
-            raise CorruptChunkError(f"Chunk {name} holds {n} items but index.json says {expected_items}")
+            raise CorruptChunkError(f"Chunk {self.name} holds {n} items but index.json says {expected_items}")
         header_bytes = 4 * (n + 2)
         if header_bytes > size:
             raise CorruptChunkError(
-                f"Chunk {name} is truncated or corrupt: header of {n} items exceeds {size} bytes"
+                f"Chunk {self.name} is truncated or corrupt: header of {n} items exceeds {size} bytes"
             )
-        offsets = np.frombuffer(self.buffer, dtype=_U32, count=n + 1, offset=4).astype(np.int64)
+        offsets = np.frombuffer(read(4, 4 * (n + 1)), dtype=_U32, count=n + 1).astype(np.int64)
         if n and (offsets[0] != header_bytes or offsets[-1] > size or np.any(np.diff(offsets) < 0)):
             raise CorruptChunkError(
-                f"Chunk {name} has invalid offsets (first {int(offsets[0])}, last {int(offsets[-1])}, "
+                f"Chunk {self.name} has invalid offsets (first {int(offsets[0])}, last {int(offsets[-1])}, "
                 f"file {size} bytes): truncated or corrupt"
             )
         self.num_items = n
         self.offsets = offsets
-        self.mapping: mmap.mmap | None = None  # set when ``buffer`` views a file mapping
 
-    def drop_item_pages(self, j: int) -> None:
-        """Let the kernel drop the mapped pages around item ``j`` once it has been decoded into fresh memory.
-        Each sample is read once per epoch, so those pages would otherwise stay in the process's resident memory
-        until the chunk closes. The range is widened to the kernel's fault-around blocks (64 KiB): touching one
-        page maps the cached pages of its whole block, neighbours' included, and those would stay mapped too.
-        A dropped page is mapped again from the page cache (a minor fault) if a later item touches it; the
-        mapping is private and never written, so nothing is lost."""
-        if self.mapping is None:
-            return
-        start = int(self.offsets[j]) // _FAULT_AROUND * _FAULT_AROUND
-        end = min(-(-int(self.offsets[j + 1]) // _FAULT_AROUND) * _FAULT_AROUND, len(self.mapping))
-        if end > start:
-            self.mapping.madvise(mmap.MADV_DONTNEED, start, end - start)
+    @property
+    def buffer(self) -> memoryview:
+        """The whole chunk's bytes (maps a file-backed chunk on first use)."""
+        if self._buffer is None:
+            mapping = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_COPY)
+            if len(mapping) < self.size:
+                found = len(mapping)
+                mapping.close()
+                raise CorruptChunkError(
+                    f"Chunk {self.name} has {found} bytes, {self.size} when opened: truncated while open"
+                )
+            self._file.close()  # the mapping holds its own descriptor
+            self._file = None
+            self._buffer = memoryview(mapping)
+        return self._buffer
 
-    def item(self, j: int) -> memoryview:
+    def _check(self, j: int) -> None:
         if not 0 <= j < self.num_items:
             raise IndexError(f"Item {j} out of range for chunk {self.name} with {self.num_items} items")
+
+    def item(self, j: int) -> memoryview:
+        """Item ``j`` as a zero-copy view of the chunk."""
+        self._check(j)
         return self.buffer[self.offsets[j] : self.offsets[j + 1]]
+
+    def read_item(self, j: int) -> memoryview:
+        """Item ``j``'s bytes for a loader that copies or decodes all of them: read from the file where the
+        chunk is not mapped, a view where it is in memory."""
+        self._check(j)
+        if self._buffer is not None:
+            return self.item(j)
+        start = int(self.offsets[j])
+        return self._pread(start, int(self.offsets[j + 1]) - start)
 
     def body(self) -> memoryview:
         """The payload bytes after the header (token chunks read this as one flat array)."""

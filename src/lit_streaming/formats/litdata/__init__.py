@@ -7,7 +7,6 @@ opens a chunk's local file as a ``ChunkView``, exactly as the reader did before 
 
 from __future__ import annotations
 
-import mmap
 import os
 from typing import Any
 
@@ -102,21 +101,16 @@ class LitDataDataset(OpenedDataset):
             raise CorruptChunkError(
                 f"Chunk {name} has {size} bytes, index.json says {expected}: truncated or stale"
             )
+        if not compressed:
+            if size == 0:
+                return ChunkView(b"", name, expected_items=entry.chunk_size)
+            return ChunkView.open_file(path, name, size, expected_items=entry.chunk_size)
         with open(path, "rb") as f:
-            if compressed and level == "chunk":
-                buffer: bytes | bytearray | mmap.mmap = bytearray(
-                    zstd.decompress(f.read(), compressed, entry.chunk_bytes, f"Chunk {name}")
-                )
-            elif compressed:
-                buffer = bytearray(zstd.inflate_in_file(f.read(), level, f"Chunk {name}"))
-            elif size == 0:
-                buffer = b""
+            if level == "chunk":
+                buffer = bytearray(zstd.decompress(f.read(), compressed, entry.chunk_bytes, f"Chunk {name}"))
             else:
-                buffer = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
-        view = ChunkView(memoryview(buffer), name, expected_items=entry.chunk_size)
-        if isinstance(buffer, mmap.mmap):
-            view.mapping = buffer
-        return view
+                buffer = bytearray(zstd.inflate_in_file(f.read(), level, f"Chunk {name}"))
+        return ChunkView(memoryview(buffer), name, expected_items=entry.chunk_size)
 
     def describe(self) -> dict[str, Any]:
         index: DatasetIndex = self.index
