@@ -10,7 +10,7 @@ NAME = "litdata"
 WRITE_NOTE = "litdata.optimize, 2 worker processes (spawned)"
 
 
-def preload() -> None:
+def preload(job: str) -> None:
     import litdata  # noqa: F401
     import torchvision.io  # noqa: F401
 

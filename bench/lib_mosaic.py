@@ -22,7 +22,7 @@ NAME = "mosaic"
 WRITE_NOTE = "MDSWriter, 1 process (no parallel writer in the library)"
 
 
-def preload() -> None:
+def preload(job: str) -> None:
     import streaming  # noqa: F401
     import torchvision.io  # noqa: F401
 

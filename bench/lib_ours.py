@@ -12,15 +12,18 @@ NAME = "ours"
 WRITE_NOTE = "lit_streaming_writer.optimize, 2 worker processes"
 
 
-def preload() -> None:
-    # lit_streaming_writer imports its launcher (Lightning Fabric, ~1.5 s after torch) on the first optimize
-    # call; it is imported here, before the clock, like every library's own imports (the cell reports how long
-    # all of them took).
-    import lightning.fabric  # noqa: F401
+def preload(job: str) -> None:
     import torchvision.io  # noqa: F401
 
     import lit_streaming  # noqa: F401
-    import lit_streaming_writer  # noqa: F401
+
+    if job == "write":
+        # lit_streaming_writer imports its launcher (Lightning Fabric, ~1.5 s after torch) on the first optimize
+        # call; it is imported here, before the clock, like every library's own imports (the cell reports how
+        # long all of them took). Reading needs neither, and its cells do not import them (62 MB of memory).
+        import lightning.fabric  # noqa: F401
+
+        import lit_streaming_writer  # noqa: F401
 
 
 def write_images(raw_root: str, out_dir: str, sizes: Sizes) -> None:

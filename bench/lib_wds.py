@@ -17,7 +17,7 @@ WRITE_NOTE = "webdataset ShardWriter, 1 process (no parallel writer in the libra
 PATTERN = "shard-%06d.tar"
 
 
-def preload() -> None:
+def preload(job: str) -> None:
     import torchvision.io  # noqa: F401
     import webdataset  # noqa: F401
 

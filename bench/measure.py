@@ -176,6 +176,18 @@ def process_memory(pid: int) -> dict[str, int]:
     return {k: values.get(k, 0) for k in MEMORY_FIELDS}
 
 
+def system_shmem() -> int:
+    """Bytes of shared memory in use on the machine (/proc/meminfo ``Shmem``), 0 where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("Shmem:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 class TreeMemorySampler:
     """Samples the summed memory of ``pid`` and its descendants every ``interval`` seconds in a thread.
 
@@ -184,6 +196,10 @@ class TreeMemorySampler:
     once. It includes file-backed pages mapped into the processes (mmap'd chunks in the page cache, shared
     libraries): the peak's breakdown into anonymous, file-backed and shared-memory PSS is kept, and the summed
     RSS, which double-counts shared pages, for reference.
+
+    PSS counts only mapped pages: a batch segment that a worker has sent and unmapped, and the main process has
+    not mapped yet, is in no process's PSS although it holds memory. The machine's shared memory in use above
+    its level at the start (``Shmem`` in /proc/meminfo; other processes' changes included) counts those too.
     """
 
     def __init__(self, pid: int, interval: float = 0.2) -> None:
@@ -193,6 +209,8 @@ class TreeMemorySampler:
         self.at_peak: dict[str, int] = {}
         self.peak_processes = 0
         self.samples = 0
+        self._shmem_base = system_shmem()
+        self.peak_shmem = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -212,6 +230,7 @@ class TreeMemorySampler:
             peak_rss_sum_mb=mb["Rss"],
             at_peak_mb={k: v / 1e6 for k, v in self.at_peak.items()},
             peak_processes=self.peak_processes,
+            peak_system_shmem_mb=self.peak_shmem / 1e6,
             samples=self.samples,
             interval_s=self.interval,
         )
@@ -231,5 +250,6 @@ class TreeMemorySampler:
                 self.at_peak = total
             self.peak = {k: max(self.peak[k], total[k]) for k in MEMORY_FIELDS}
             self.peak_processes = max(self.peak_processes, len(pids))
+            self.peak_shmem = max(self.peak_shmem, system_shmem() - self._shmem_base)
             self.samples += 1
             self._stop.wait(self.interval)

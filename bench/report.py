@@ -321,9 +321,15 @@ def details(cells: dict, libs: list[str], repeat: int = 1) -> list[str]:
                 if HAVE_ROLLUP
                 else ""
             )
+            shmem = r.get("peak_system_shmem_mb")
+            shmem_note = (
+                f", machine's shared memory at most +{shmem:,.0f} MB (batches in flight, mapped or not)"
+                if shmem is not None
+                else ""
+            )
             parts.append(
                 f"P6 peak {r['peak_mb']:,.0f} MB{split}, RSS summed {r['peak_rss_sum_mb']:,.0f} MB, "
-                f"{r['peak_processes']} processes"
+                f"{r['peak_processes']} processes{shmem_note}"
             )
         for key in ("P3 images", "P3 tokens"):
             c = cells.get((key, lib))

@@ -167,10 +167,10 @@ def run(spec: dict) -> dict:
     if spec["job"] == "ceilings":  # the machine's, not a library's
         return ceilings(spec, sizes)
     lib = library(spec["lib"])
-    # The library and torchvision are imported before any clock starts (a training script imports them at
-    # the top); DataLoader workers fork from this process and inherit them.
+    # What the job uses of the library, and torchvision, is imported before any clock starts (a training
+    # script imports them at the top); DataLoader workers fork from this process and inherit them.
     t0 = time.perf_counter()
-    lib.preload()
+    lib.preload(spec["job"])
     imports = time.perf_counter() - t0
     result = _job(lib, spec, sizes)
     result["import_seconds"] = imports
