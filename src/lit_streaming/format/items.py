@@ -3,6 +3,8 @@ the raw 1-D token bytes with no header."""
 
 from __future__ import annotations
 
+import functools
+import struct
 from collections.abc import Sequence
 
 import numpy as np
@@ -24,14 +26,19 @@ def split_pytree_item(payload: memoryview, num_leaves: int, where: str) -> list[
         raise CorruptChunkError(
             f"{where}: item of {len(payload)} bytes is shorter than its {num_leaves}-leaf header"
         )
-    sizes = np.frombuffer(payload, dtype=_U32, count=num_leaves).astype(np.int64)
-    if header + int(sizes.sum()) != len(payload):
+    sizes = _sizes_format(num_leaves).unpack_from(payload)  # struct, not numpy: a few leaves per sample
+    if header + sum(sizes) != len(payload):
         raise CorruptChunkError(
-            f"{where}: leaf sizes add up to {header + int(sizes.sum())} bytes but the item has {len(payload)}"
+            f"{where}: leaf sizes add up to {header + sum(sizes)} bytes but the item has {len(payload)}"
         )
     out = []
     start = header
-    for size in sizes.tolist():
+    for size in sizes:
         out.append(payload[start : start + size])
         start += size
     return out
+
+
+@functools.cache
+def _sizes_format(num_leaves: int) -> struct.Struct:
+    return struct.Struct(f"<{num_leaves}I")
