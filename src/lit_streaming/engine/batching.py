@@ -18,7 +18,6 @@ import os
 import weakref
 from typing import Any
 
-import cv2
 import torch
 from torch.utils.data import get_worker_info
 from torch.utils.data._utils.collate import collate, default_collate_fn_map
@@ -73,6 +72,13 @@ class _WorkerPool:
         return stack_into(out, tensors)
 
 
+def _cv2() -> Any:
+    # Only loaders that stack batches in workers map OpenCV's libraries (~23 MB of RSS per process).
+    import cv2
+
+    return cv2
+
+
 def _is_hwc_view(tensor: torch.Tensor) -> bool:
     """A CHW tensor whose memory is HWC (several channels): what image decoders return."""
     return (
@@ -88,6 +94,7 @@ def stack_into(out: torch.Tensor, tensors: list[torch.Tensor]) -> torch.Tensor:
     """``torch.stack(tensors, out=out)`` (same-shaped tensors), de-interleaving HWC-memory images with SIMD."""
     if not _is_hwc_view(tensors[0]) or not all(_is_hwc_view(t) for t in tensors):
         return torch.stack(tensors, out=out)
+    cv2 = _cv2()
     planes = out.numpy()
     for k, image in enumerate(tensors):
         cv2.split(image.permute(1, 2, 0).numpy(), list(planes[k]))
@@ -101,6 +108,7 @@ class PooledCollate:
     """
 
     def __init__(self, num_workers: int) -> None:
+        _cv2()  # imported here, before the workers fork, so that none of them imports it again
         self.table = torch.zeros((max(1, num_workers), MAX_SLOTS), dtype=torch.int64).share_memory_()
         self._pool: PerProcess[_WorkerPool] = PerProcess()
 
