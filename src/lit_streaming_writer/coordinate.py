@@ -92,10 +92,12 @@ class _Heartbeat(threading.Thread):
         self.error: BaseException | None = None
         self._finished = 0
         self._failed = 0
+        self._wake = threading.Event()
 
     def finish(self, failed: bool) -> None:
         self._failed = int(failed)
         self._finished = 1
+        self._wake.set()  # beat now: the last rank to finish ends the job at once, not a beat later
 
     def run(self) -> None:
         shown = 0
@@ -112,7 +114,7 @@ class _Heartbeat(threading.Thread):
                     self.progress.stop.set()
                 if finished == self.world_size:
                     return
-                time.sleep(_BEAT_SECONDS)
+                self._wake.wait(_BEAT_SECONDS)  # once finished, beats follow the peers' pace
         except Exception as err:  # a peer died or timed out: no further collective can succeed
             self.error = err
             self.progress.stop.set()

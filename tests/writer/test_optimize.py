@@ -4,6 +4,7 @@ errors naming the input, determinism, and a million inputs handed to workers wit
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import os
 
@@ -156,3 +157,15 @@ def test_caller_state_is_left_as_found(tmp_path, monkeypatch):
 
     assert not dist.is_initialized()
     assert json.loads((tmp_path / "index.json").read_text())["chunks"]
+    assert gc.get_freeze_count() == 0  # the workers forked from a frozen heap; the caller's GC is as it was
+
+
+def test_a_callers_own_gc_freeze_is_kept(tmp_path):
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        optimize(sample, range(10), str(tmp_path), chunk_size=4, num_workers=2)
+        assert 0 < gc.get_freeze_count() <= frozen  # still frozen, nothing added (freed objects leave it)
+    finally:
+        gc.unfreeze()
+    assert read_samples(str(tmp_path))
