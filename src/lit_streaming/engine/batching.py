@@ -92,7 +92,7 @@ def _is_hwc_view(tensor: torch.Tensor) -> bool:
 
 def stack_into(out: torch.Tensor, tensors: list[torch.Tensor]) -> torch.Tensor:
     """``torch.stack(tensors, out=out)`` (same-shaped tensors), de-interleaving HWC-memory images with SIMD."""
-    if not _is_hwc_view(tensors[0]) or not all(_is_hwc_view(t) for t in tensors):
+    if not all(_is_hwc_view(t) for t in tensors):
         return torch.stack(tensors, out=out)
     cv2 = _cv2()
     planes = out.numpy()

@@ -145,9 +145,9 @@ class ChunkView:
     def read_item(self, j: int) -> memoryview:
         """Item ``j``'s bytes for a loader that copies or decodes all of them: read from the file where the
         chunk is not mapped, a view where it is in memory."""
-        self._check(j)
         if self._buffer is not None:
             return self.item(j)
+        self._check(j)
         start = int(self.offsets[j])
         return self._pread(start, int(self.offsets[j + 1]) - start)
 

@@ -13,9 +13,9 @@ from lit_streaming.storage.source import DatasetSource
 
 
 class LocalSource(DatasetSource):
-    """Chunks are mmap'd where they lie. Each is checked against its size and checksum the first time a
-    process tree opens it (XXH3-64 hashes 16 MB in under a millisecond, far below the cost of decoding the samples), so flipped
-    bytes on disk give an error naming the chunk instead of a garbage sample. The verified flags are shared
+    """Chunks are read where they lie. Each is checked against its size and checksum the first time a process
+    tree opens it (XXH3-64 hashes 16 MB in under a millisecond, far below the cost of decoding the samples), so
+    flipped bytes on disk give an error naming the chunk instead of a garbage sample. The verified flags are shared
     with forked DataLoader workers, so later epochs' workers do not check the same chunks again."""
 
     reads_in_place = True
